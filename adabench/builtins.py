@@ -1,0 +1,42 @@
+"""Registration of everything adabench ships, by import path (nothing is imported here)."""
+
+from __future__ import annotations
+
+from adabench.registry import GENERATORS, METRICS, POLICIES, SUITES
+
+# --- cache policies ---------------------------------------------------------------
+POLICIES.register("ff-anchor", "adabench.baselines.ff_anchor:FirstFrameAnchor",
+                  "first frame(s) kept as a permanent sink plus a rolling window")
+POLICIES.register("sliding-window", "adabench.baselines.sliding_window:SlidingWindow",
+                  "only a rolling window of the most recent frames")
+POLICIES.register("adastate", "adabench.adastate:AdaptiveState",
+                  "hidden state frame(s) denoised with every chunk, plus a rolling window")
+
+# --- generators (models) ----------------------------------------------------------
+GENERATORS.register("panworld-gt", "adabench.world.generator:GroundTruthGenerator",
+                    "PanWorld's ground-truth video for the prompt (the reference row)")
+GENERATORS.register("ff-anchor", "adabench.models:ff_anchor", "embedded DiT with a first-frame anchor")
+GENERATORS.register("sliding-window", "adabench.models:sliding_window", "embedded DiT with a sliding window")
+GENERATORS.register("adastate", "adabench.models:adastate", "embedded DiT with AdaState's adaptive state")
+
+# --- metrics ----------------------------------------------------------------------
+METRICS.register("flow", "adabench.metrics.flow_magnitude:FlowMagnitude",
+                 "optical-flow magnitude per pair: mean, median, p95, top-5% mean, raw and normalised")
+METRICS.register("dynamic-degree", "adabench.metrics.dynamic_degree:DynamicDegree",
+                 "VBench dynamic degree, per video and per 2-second clip")
+METRICS.register("retention", "adabench.metrics.retention:DynamicsRetention",
+                 "flow magnitude of the last window over the first window")
+METRICS.register("motion-fidelity", "adabench.metrics.motion_fidelity:MotionFidelity",
+                 "measured camera motion against the prompt's true velocity (PanWorld)")
+METRICS.register("drift", "adabench.metrics.drift:Drift",
+                 "start-end contrast, first-vs-last window and Video Drift Error of a per-frame measure")
+METRICS.register("lockin", "adabench.metrics.drift:AnchorLockIn",
+                 "similarity of each window to the first frame (anchor lock-in)")
+METRICS.register("clip-consistency", "adabench.metrics.learned:ClipConsistency",
+                 "VBench-style consistency on CLIP features (needs local weights)")
+METRICS.register("lpips", "adabench.metrics.learned:LpipsDistance",
+                 "perceptual distance to the first and previous frame (needs local weights)")
+
+# --- prompt suites ----------------------------------------------------------------
+SUITES.register("panworld-default", "adabench.world.suites:panworld_default", "16 PanWorld prompts")
+SUITES.register("panworld-smoke", "adabench.world.suites:panworld_smoke", "3 PanWorld prompts for CI")

@@ -1,0 +1,48 @@
+"""The ``adabench`` command line: one module per subcommand in ``adabench.commands``.
+
+User mistakes raise :class:`UserError` anywhere below; they are printed as one line and
+exit with code 2. Each command module exposes ``add_parser(subparsers)`` and ``run(args) -> int``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+
+from adabench.errors import EXIT_USER_ERROR, UserError
+
+COMMANDS = ("generate", "list", "score")
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse with its usage errors reduced to one line and exit code 2."""
+
+    def error(self, message: str) -> None:  # type: ignore[override]
+        raise UserError(f"{self.prog}: {message}")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog="adabench", description="Benchmark suite for streaming video diffusion.")
+    subparsers = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+    for name in COMMANDS:
+        module = importlib.import_module(f"adabench.commands.{name.replace('-', '_')}")
+        sub = module.add_parser(subparsers)
+        sub.set_defaults(_run=module.run)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    try:
+        args = build_parser().parse_args(argv)
+        return int(args._run(args) or 0)
+    except UserError as exc:
+        print(f"adabench: error: {exc}", file=sys.stderr)
+        return EXIT_USER_ERROR
+    except KeyboardInterrupt:
+        print("adabench: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,122 @@
+"""Streaming generators: anything that yields frames chunk by chunk can be benchmarked.
+
+:class:`CausalGenerator` is the embedded one: codec + causal DiT + cache policy + sampler.
+Per chunk it draws fresh noise for the chunk (and for the state frames, if the policy has
+them) from a generator seeded by the rollout's seed, denoises, decodes and yields the
+chunk's frames, then runs one extra forward at t=0 that commits the clean chunk (and
+state) into the cache, as the real systems do.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any, Iterator, Protocol, runtime_checkable
+
+import torch
+
+from adabench.attention import AttentionProbe
+from adabench.backbone import CausalDiT
+from adabench.cache import CachePolicy
+from adabench.chunk import Chunk
+from adabench.errors import UserError
+from adabench.rollout import Rollout
+from adabench.sampler import FlowSampler
+
+
+@runtime_checkable
+class StreamingGenerator(Protocol):
+    name: str
+    fps: float
+    frame_size: int
+    chunk_frames: int
+
+    def stream(self, prompt: str, seed: int, num_frames: int, init: torch.Tensor | None = None) -> Iterator[Chunk]:
+        """Yield exactly ``num_frames`` frames in chunks; ``init`` [k, 3, H, W] in [0, 1]
+        are given first frames (image-to-video), emitted as they are."""
+        ...
+
+    def describe(self) -> dict[str, Any]:
+        ...
+
+
+def check_frames(num_frames: object) -> int:
+    if isinstance(num_frames, bool) or not isinstance(num_frames, int) or num_frames < 1:
+        raise UserError(f"frames={num_frames!r} is invalid; accepted: an integer >= 1")
+    return num_frames
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+class CausalGenerator:
+    """The embedded chunk-wise autoregressive video diffusion model."""
+
+    def __init__(self, name: str, model: CausalDiT, codec: torch.nn.Module, policy: CachePolicy,
+                 sampler: FlowSampler, tokenize, fps: float = 16.0, chunk_frames: int = 3,
+                 device: str | torch.device = "cpu", dtype: torch.dtype = torch.float32,
+                 weights: str = "unknown") -> None:
+        self.name = name
+        self.device = torch.device(device)
+        self.dtype = dtype
+        self.model = model.to(self.device, dtype).eval()
+        self.codec = codec.to(self.device, dtype).eval()
+        self.policy, self.sampler = policy, sampler
+        self.tokenize = tokenize                  # prompt text -> list[int] token ids
+        self.fps, self.chunk_frames = float(fps), int(chunk_frames)
+        self.frame_size = model.config.frame_size
+        self.weights = weights
+
+    def describe(self) -> dict[str, Any]:
+        return {"name": self.name, **self.policy.describe(), **self.sampler.describe(),
+                "chunk_frames": self.chunk_frames, "fps": self.fps, "frame_size": self.frame_size,
+                "params": sum(p.numel() for p in self.model.parameters()), "codec": self.model.config.codec,
+                "weights": self.weights, "device": str(self.device), "dtype": str(self.dtype).replace("torch.", "")}
+
+    @torch.inference_mode()
+    def stream(self, prompt: str, seed: int, num_frames: int, init: torch.Tensor | None = None,
+               probe: AttentionProbe | None = None) -> Iterator[Chunk]:
+        check_frames(num_frames)
+        cfg = self.model.config
+        tokens = torch.tensor([self.tokenize(prompt)], device=self.device)           # [1, prompt_tokens]
+        noise_gen = torch.Generator(device="cpu").manual_seed(int(seed))
+        rollout = Rollout(self.model, self.policy, 1, self.device, self.dtype)
+        emitted, index = 0, 0
+
+        if init is not None:
+            t0 = time.perf_counter()
+            init = init[:num_frames].to(self.device, self.dtype)                      # [k, 3, H, W]
+            layout = rollout.layout(init.shape[0], with_state=False)
+            rollout.commit(layout, self.codec.encode(init)[None], tokens)
+            _sync(self.device)
+            yield Chunk(index, 0, init.float().cpu(), self.fps, {"commit": time.perf_counter() - t0},
+                        len(layout.keys), rollout.cache.bytes_held)
+            emitted, index = init.shape[0], 1
+
+        n_state = self.policy.state
+        shape = (1, n_state + self.chunk_frames, cfg.latent_channels, cfg.latent_size, cfg.latent_size)
+        while emitted < num_frames:
+            t0 = time.perf_counter()
+            layout = rollout.layout(self.chunk_frames)
+            ctx = rollout.context(layout, probe)
+            noise = torch.randn(shape, generator=noise_gen).to(self.device, self.dtype)
+
+            def velocity(x: torch.Tensor, t: float) -> torch.Tensor:
+                tt = torch.full((1, 1), t, device=self.device)
+                return self.model(x, tt, tokens, None, context=ctx, state_frames=n_state, rope=ctx.rope)
+
+            clean = self.sampler.sample(velocity, noise)                              # [1, Fs + F, C, h, w]
+            t1 = time.perf_counter()
+            keep = min(self.chunk_frames, num_frames - emitted)
+            frames = self.codec.decode(clean[0, n_state:n_state + keep]).float().cpu()   # [keep, 3, H, W]
+            t2 = time.perf_counter()
+            timings = {"denoise": t1 - t0, "decode": t2 - t1}
+            if emitted + keep < num_frames:            # the last chunk is never needed as context
+                rollout.commit(layout, clean, tokens, ctx)
+                _sync(self.device)
+                timings["commit"] = time.perf_counter() - t2
+            timings["total"] = time.perf_counter() - t0
+            yield Chunk(index, emitted, frames, self.fps, timings, len(layout.keys), rollout.cache.bytes_held)
+            emitted += keep
+            index += 1

@@ -1,0 +1,85 @@
+"""The embedded models: the causal DiT under each cache policy, as registered generators.
+
+Each factory takes the policy's parameters plus sampler, checkpoint and device settings,
+so ``adastate:state=1,window=3,pos=relative,steps=8`` builds one. Shipped checkpoints live
+in ``adabench/weights/<name>.safetensors``; until a model's checkpoint exists it runs on a
+fixed-seed random initialisation and says so in ``describe()["weights"]``.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+
+from adabench.adastate import AdaptiveState
+from adabench.backbone import CausalDiT
+from adabench.baselines.ff_anchor import FirstFrameAnchor
+from adabench.baselines.sliding_window import SlidingWindow
+from adabench.cache import CachePolicy
+from adabench.checkpoints import load_model
+from adabench.codec import build_codec
+from adabench.config import ModelConfig
+from adabench.errors import UserError
+from adabench.generator import CausalGenerator
+from adabench.sampler import FlowSampler
+
+WEIGHTS_DIR = Path(__file__).parent / "weights"
+DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+RANDOM_INIT_SEED = 0
+
+
+def random_init(config: ModelConfig, seed: int = RANDOM_INIT_SEED) -> tuple[CausalDiT, torch.nn.Module]:
+    """A deterministic untrained model whose every layer matters (no zero-initialised gates)."""
+    torch.manual_seed(seed)
+    model, codec = CausalDiT(config), build_codec(config)
+    with torch.no_grad():
+        for blk in model.blocks:
+            blk.modulation.weight.normal_(0.0, 0.02)
+            blk.modulation.bias.normal_(0.0, 0.2)
+        model.final_modulation.weight.normal_(0.0, 0.02)
+        model.head.weight.normal_(0.0, 0.05)
+    return model, codec
+
+
+def _device(device: str) -> torch.device:
+    try:
+        dev = torch.device(device)
+    except RuntimeError:
+        raise UserError(f"device {device!r} is invalid; accepted: cpu, cuda, cuda:N") from None
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise UserError("device 'cuda' was asked for but no CUDA GPU is available; accepted here: cpu")
+    return dev
+
+
+def build_generator(name: str, policy: CachePolicy, steps: int, shift: float, checkpoint: str | None,
+                    device: str, dtype: str) -> CausalGenerator:
+    from adabench.world.prompts import parse_prompt   # the embedded models speak PanWorld's grammar
+
+    if dtype not in DTYPES:
+        raise UserError(f"dtype {dtype!r} is invalid; accepted: {', '.join(DTYPES)}")
+    path = Path(checkpoint) if checkpoint else WEIGHTS_DIR / f"{name}.safetensors"
+    if checkpoint or path.is_file():
+        model, codec, meta = load_model(path, rebuild_hint=f"adabench train {name} --out {path.parent}")
+        weights = f"{path.name} ({meta.get('recipe', 'unknown recipe')}, {meta.get('steps', '?')} steps)"
+    else:
+        model, codec = random_init(ModelConfig())
+        weights = f"random-init(seed={RANDOM_INIT_SEED}): no trained checkpoint yet"
+    return CausalGenerator(name, model, codec, policy, FlowSampler(steps, shift),
+                           lambda text: list(parse_prompt(text).tokens),
+                           device=_device(device), dtype=DTYPES[dtype], weights=weights)
+
+
+def ff_anchor(sink: int = 1, window: int = 3, pos: str = "absolute", steps: int = 4, shift: float = 3.0,
+              checkpoint: str | None = None, device: str = "cpu", dtype: str = "float32") -> CausalGenerator:
+    return build_generator("ff-anchor", FirstFrameAnchor(sink, window, pos), steps, shift, checkpoint, device, dtype)
+
+
+def sliding_window(window: int = 4, pos: str = "absolute", steps: int = 4, shift: float = 3.0,
+                   checkpoint: str | None = None, device: str = "cpu", dtype: str = "float32") -> CausalGenerator:
+    return build_generator("sliding-window", SlidingWindow(window, pos), steps, shift, checkpoint, device, dtype)
+
+
+def adastate(state: int = 1, window: int = 3, pos: str = "relative", steps: int = 4, shift: float = 3.0,
+             checkpoint: str | None = None, device: str = "cpu", dtype: str = "float32") -> CausalGenerator:
+    return build_generator("adastate", AdaptiveState(state, window, pos), steps, shift, checkpoint, device, dtype)

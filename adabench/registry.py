@@ -1,0 +1,146 @@
+"""One lazy registry for generators, cache policies, metrics and prompt suites.
+
+Entries are registered by import path ("module:attribute") so that nothing heavy is
+imported until it is used. Specs are ``name`` or ``name:key=value,key=value``; unknown
+names and unknown keys raise :class:`UserError` with suggestions. Third parties register
+through the ``adabench.generators`` and ``adabench.metrics`` entry-point groups.
+"""
+
+from __future__ import annotations
+
+import difflib
+import importlib
+import inspect
+from dataclasses import dataclass
+from importlib import metadata
+from typing import Any, Callable
+
+from adabench.errors import UserError
+
+
+@dataclass(frozen=True)
+class Entry:
+    name: str
+    target: str | Callable[..., Any]   # "package.module:attr" or the factory itself
+    help: str = ""
+
+    def load(self) -> Callable[..., Any]:
+        if callable(self.target):
+            return self.target
+        module, _, attr = self.target.partition(":")
+        obj: Any = importlib.import_module(module)
+        for part in attr.split("."):
+            obj = getattr(obj, part)
+        return obj
+
+
+def parse_value(text: str) -> Any:
+    """Turn an argument-string value into bool, int, float or str."""
+    low = text.lower()
+    if low in ("true", "yes", "on"):
+        return True
+    if low in ("false", "no", "off"):
+        return False
+    for cast in (int, float):
+        try:
+            return cast(text)
+        except ValueError:
+            pass
+    return text
+
+
+def parse_spec(spec: str) -> tuple[str, dict[str, Any]]:
+    """``"ff-anchor:sink=3,window=9"`` -> ``("ff-anchor", {"sink": 3, "window": 9})``."""
+    name, _, args = spec.strip().partition(":")
+    kwargs: dict[str, Any] = {}
+    if args:
+        for item in args.split(","):
+            key, eq, value = item.partition("=")
+            if not eq or not key.strip():
+                raise UserError(f"bad argument {item!r} in {spec!r}: expected key=value pairs separated by commas")
+            kwargs[key.strip()] = parse_value(value.strip())
+    return name.strip(), kwargs
+
+
+class Registry:
+    """A named collection of lazily imported factories."""
+
+    def __init__(self, kind: str, entry_point_group: str | None = None) -> None:
+        self.kind = kind
+        self.entry_point_group = entry_point_group
+        self._entries: dict[str, Entry] = {}
+        self._plugins_loaded = False
+
+    def register(self, name: str, target: str | Callable[..., Any], help: str = "") -> None:
+        if name in self._entries:
+            raise ValueError(f"{self.kind} {name!r} is already registered")
+        self._entries[name] = Entry(name, target, help)
+
+    def _load_plugins(self) -> None:
+        if self._plugins_loaded or not self.entry_point_group:
+            return
+        self._plugins_loaded = True
+        for ep in metadata.entry_points(group=self.entry_point_group):
+            if ep.name not in self._entries:
+                self._entries[ep.name] = Entry(ep.name, ep.value, f"plugin ({ep.value})")
+
+    def entries(self) -> list[Entry]:
+        self._load_plugins()
+        return [self._entries[k] for k in sorted(self._entries)]
+
+    def names(self) -> list[str]:
+        return [e.name for e in self.entries()]
+
+    def __contains__(self, name: str) -> bool:
+        self._load_plugins()
+        return name in self._entries
+
+    def entry(self, name: str) -> Entry:
+        self._load_plugins()
+        if name not in self._entries:
+            close = difflib.get_close_matches(name, self._entries, n=3, cutoff=0.5)
+            hint = f" (did you mean {', '.join(repr(c) for c in close)}?)" if close else ""
+            raise UserError(f"unknown {self.kind} {name!r}{hint}; known: {', '.join(sorted(self._entries))}")
+        return self._entries[name]
+
+    def build(self, spec: str, **defaults: Any) -> Any:
+        """Instantiate ``spec`` (``name:key=value,...``); ``defaults`` fill keys the spec leaves out."""
+        name, kwargs = parse_spec(spec)
+        factory = self.entry(name).load()
+        check_kwargs(factory, kwargs, f"{self.kind} {name!r}")
+        accepted = accepted_kwargs(factory)
+        merged = {k: v for k, v in defaults.items() if accepted is None or k in accepted}
+        merged.update(kwargs)
+        return factory(**merged)
+
+
+def accepted_kwargs(factory: Callable[..., Any]) -> set[str] | None:
+    """Keyword names the factory accepts; None when it takes ``**kwargs``."""
+    params = inspect.signature(factory).parameters.values()
+    if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params):
+        return None
+    return {p.name for p in params if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)}
+
+
+def check_kwargs(factory: Callable[..., Any], kwargs: dict[str, Any], what: str) -> None:
+    accepted = accepted_kwargs(factory)
+    if accepted is None:
+        return
+    for key in kwargs:
+        if key not in accepted:
+            close = difflib.get_close_matches(key, accepted, n=1)
+            hint = f" (did you mean {close[0]!r}?)" if close else ""
+            raise UserError(f"{what} has no parameter {key!r}{hint}; accepted: {', '.join(sorted(accepted))}")
+
+
+GENERATORS = Registry("model", "adabench.generators")
+POLICIES = Registry("cache policy")
+METRICS = Registry("metric", "adabench.metrics")
+SUITES = Registry("prompt suite")
+
+
+def _load_builtins() -> None:
+    import adabench.builtins  # noqa: F401  (registers by import path)
+
+
+_load_builtins()

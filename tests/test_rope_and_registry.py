@@ -1,0 +1,39 @@
+"""RoPE's relative property and the registry's argument strings and suggestions."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from adabench.errors import UserError
+from adabench.registry import GENERATORS, POLICIES, parse_spec
+from adabench.rope import apply_rope, rope_angles
+
+
+def _rot(x, t, y, xx):
+    ang = rope_angles(torch.tensor([t]), torch.tensor([y]), torch.tensor([xx]), 8, 32)
+    return apply_rope(x, ang.cos().float(), ang.sin().float())
+
+
+def test_rope_scores_depend_only_on_offsets():
+    q, k = torch.randn(1, 32), torch.randn(1, 32)
+    a = (_rot(q, 10.0, 2.0, 3.0) * _rot(k, 7.0, 1.0, 1.0)).sum()
+    b = (_rot(q, 103.0, 5.0, 4.0) * _rot(k, 100.0, 4.0, 2.0)).sum()   # same offsets (3, 1, 2)
+    c = (_rot(q, 104.0, 5.0, 4.0) * _rot(k, 100.0, 4.0, 2.0)).sum()   # time offset 4
+    assert torch.allclose(a, b, atol=1e-4)
+    assert not torch.allclose(a, c, atol=1e-3)
+    assert torch.allclose(_rot(q, 50.0, 3.0, 1.0).norm(), q.norm())
+
+
+def test_parse_spec_types():
+    assert parse_spec("ff-anchor:sink=3,window=9,pos=relative,x=0.5,y=true") == (
+        "ff-anchor", {"sink": 3, "window": 9, "pos": "relative", "x": 0.5, "y": True})
+    with pytest.raises(UserError, match="key=value"):
+        parse_spec("ff-anchor:sink")
+
+
+def test_unknown_names_suggest():
+    with pytest.raises(UserError, match="did you mean 'adastate'"):
+        GENERATORS.entry("adastat")
+    with pytest.raises(UserError, match="did you mean 'window'"):
+        POLICIES.build("sliding-window:windo=3")
