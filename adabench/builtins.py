@@ -36,6 +36,10 @@ METRICS.register("clip-consistency", "adabench.metrics.learned:ClipConsistency",
                  "VBench-style consistency on CLIP features (needs local weights)")
 METRICS.register("lpips", "adabench.metrics.learned:LpipsDistance",
                  "perceptual distance to the first and previous frame (needs local weights)")
+METRICS.register("attention", "adabench.metrics.attention:AttentionSinkStats",
+                 "attention-sink statistics from the backbone's attention probe (embedded models)")
+METRICS.register("throughput", "adabench.metrics.throughput:Throughput",
+                 "first-chunk latency, per-chunk latency p50/p95 and trend, steady FPS, real-time factor, memory")
 
 # --- prompt suites ----------------------------------------------------------------
 SUITES.register("panworld-default", "adabench.world.suites:panworld_default", "16 PanWorld prompts")
