@@ -52,7 +52,7 @@ class KeyLayout:
         return torch.tensor([int(s) for s in self.segments]).repeat_interleave(self.tokens_per_frame)
 
 
-class AttentionProbe(Protocol):
+class ProbeFn(Protocol):
     """Observer of attention calls; gets the exact softmax inputs, returns nothing."""
 
     def __call__(self, layer: int, q: torch.Tensor, k: torch.Tensor, scale: float,
@@ -61,7 +61,7 @@ class AttentionProbe(Protocol):
 
 def attend(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, *, layer: int,
            layout: KeyLayout | None = None, mask: torch.Tensor | None = None,
-           probe: AttentionProbe | None = None) -> torch.Tensor:
+           probe: ProbeFn | None = None) -> torch.Tensor:
     """Softmax attention. q [B, H, Nq, Dh], k/v [B, H, Nk, Dh], mask [Nq, Nk] bool (True = visible).
 
     Returns [B, H, Nq, Dh]. The probe, when given, is called with detached inputs before the

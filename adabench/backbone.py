@@ -16,7 +16,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from adabench.attention import AttentionProbe, KeyLayout, attend
+from adabench.attention import ProbeFn, KeyLayout, attend
 from adabench.config import ModelConfig
 from adabench.rope import apply_rope, frame_token_positions, rope_angles, rope_tables
 
@@ -26,7 +26,7 @@ class AttentionContext(Protocol):
 
     layout: KeyLayout | None
     mask: torch.Tensor | None
-    probe: AttentionProbe | None
+    probe: ProbeFn | None
 
     def extend(self, layer: int, k_rot: torch.Tensor, v: torch.Tensor, k_raw: torch.Tensor
                ) -> tuple[torch.Tensor, torch.Tensor]:

@@ -12,7 +12,7 @@ import sys
 
 from adabench.errors import EXIT_USER_ERROR, UserError
 
-COMMANDS = ("generate", "list", "score")
+COMMANDS = ("generate", "list", "score", "train")
 
 
 class _Parser(argparse.ArgumentParser):

@@ -14,7 +14,7 @@ from typing import Any, Iterator, Protocol, runtime_checkable
 
 import torch
 
-from adabench.attention import AttentionProbe
+from adabench.attention import ProbeFn
 from adabench.backbone import CausalDiT
 from adabench.cache import CachePolicy
 from adabench.chunk import Chunk
@@ -50,6 +50,11 @@ def _sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
+def _pop_chunk_stats(probe: ProbeFn | None) -> dict[str, Any] | None:
+    """Per-chunk statistics from a probe that keeps them (see ``adabench.metrics.attention``)."""
+    return probe.pop_chunk() if probe is not None and hasattr(probe, "pop_chunk") else None
+
+
 class CausalGenerator:
     """The embedded chunk-wise autoregressive video diffusion model."""
 
@@ -68,6 +73,10 @@ class CausalGenerator:
         self.frame_size = model.config.frame_size
         self.weights = weights
 
+    def check_prompt(self, prompt: str) -> None:
+        """Raise :class:`UserError` now for a prompt the model cannot read."""
+        self.tokenize(prompt)
+
     def describe(self) -> dict[str, Any]:
         return {"name": self.name, **self.policy.describe(), **self.sampler.describe(),
                 "chunk_frames": self.chunk_frames, "fps": self.fps, "frame_size": self.frame_size,
@@ -76,7 +85,7 @@ class CausalGenerator:
 
     @torch.inference_mode()
     def stream(self, prompt: str, seed: int, num_frames: int, init: torch.Tensor | None = None,
-               probe: AttentionProbe | None = None) -> Iterator[Chunk]:
+               probe: ProbeFn | None = None) -> Iterator[Chunk]:
         check_frames(num_frames)
         cfg = self.model.config
         tokens = torch.tensor([self.tokenize(prompt)], device=self.device)           # [1, prompt_tokens]
@@ -90,6 +99,7 @@ class CausalGenerator:
             layout = rollout.layout(init.shape[0], with_state=False)
             rollout.commit(layout, self.codec.encode(init)[None], tokens)
             _sync(self.device)
+            _pop_chunk_stats(probe)          # the prefill is no generated chunk: its attention is not reported
             yield Chunk(index, 0, init.float().cpu(), self.fps, {"commit": time.perf_counter() - t0},
                         len(layout.keys), rollout.cache.bytes_held)
             emitted, index = init.shape[0], 1
@@ -117,6 +127,7 @@ class CausalGenerator:
                 _sync(self.device)
                 timings["commit"] = time.perf_counter() - t2
             timings["total"] = time.perf_counter() - t0
-            yield Chunk(index, emitted, frames, self.fps, timings, len(layout.keys), rollout.cache.bytes_held)
+            attention = _pop_chunk_stats(probe)
+            yield Chunk(index, emitted, frames, self.fps, timings, len(layout.keys), rollout.cache.bytes_held, attention)
             emitted += keep
             index += 1

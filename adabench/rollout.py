@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import torch
 
-from adabench.attention import AttentionProbe, KeyLayout
+from adabench.attention import ProbeFn, KeyLayout
 from adabench.backbone import CausalDiT
 from adabench.cache import CachedItem, CachePolicy, ChunkLayout, FrameCache
 from adabench.rope import apply_rope
@@ -17,7 +17,7 @@ class ChunkContext:
     mask = None
 
     def __init__(self, k_ctx: list[torch.Tensor], v_ctx: list[torch.Tensor], layout: KeyLayout,
-                 rope: tuple[torch.Tensor, torch.Tensor], probe: AttentionProbe | None, store_raw: bool) -> None:
+                 rope: tuple[torch.Tensor, torch.Tensor], probe: ProbeFn | None, store_raw: bool) -> None:
         self.k_ctx, self.v_ctx = k_ctx, v_ctx      # per layer [B, H, Nc, Dh] (post-RoPE)
         self.layout = layout
         self.rope = rope                           # (cos, sin) of the query block
@@ -48,7 +48,7 @@ class Rollout:
     def layout(self, num_frames: int, with_state: bool = True) -> ChunkLayout:
         return self.policy.layout(self.committed, num_frames, self.committed, self.has_state, with_state)
 
-    def context(self, layout: ChunkLayout, probe: AttentionProbe | None = None) -> ChunkContext:
+    def context(self, layout: ChunkLayout, probe: ProbeFn | None = None) -> ChunkContext:
         """Gather the visible cache for ``layout`` (rotating it by slot in relative mode)."""
         cfg = self.model.config
         ref = self.cache.k[0]

@@ -1,0 +1,196 @@
+"""``adabench score``: stream video files made anywhere through the streaming metrics.
+
+Each PATH is a video file (mp4, gif, npz, ...), a folder of frames (one video) or a folder
+of video files (each scored). Videos are read in chunks and fed to one accumulator per
+metric, so memory is bounded by a chunk, not the video. A file that cannot be read is
+reported and the others are still scored; exit code 1 then, 2 for usage errors (unknown
+metric or flow backend, missing weights), 0 otherwise.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import sys
+from pathlib import Path
+from typing import Any
+
+from adabench.errors import UserError
+
+DEFAULT_METRICS = ("flow", "dynamic-degree", "retention", "drift", "lockin")
+BOOL_SCALARS = ("dynamic",)
+
+
+def add_parser(subparsers) -> argparse.ArgumentParser:
+    p = subparsers.add_parser("score", help="score video files or folders with the streaming metrics",
+                              description="Score video files (mp4, gif, npz, ...), folders of frames, or folders "
+                                          "of videos with the streaming metrics.")
+    p.add_argument("paths", nargs="+", metavar="PATH", help="video file, folder of frames, or folder of videos")
+    p.add_argument("--metrics", default=",".join(DEFAULT_METRICS),
+                   help="comma list of registered metrics, each optionally name:key=value "
+                        f"(default: {','.join(DEFAULT_METRICS)}); see 'adabench list'")
+    p.add_argument("--flow", default="dis",
+                   help="optical-flow backend: dis (default), farneback, raft (= raft-large), raft-small; "
+                        "RAFT weights from the torch cache or raft:weights=/path.pth")
+    p.add_argument("--fps", type=positive_float, default=None,
+                   help="frame rate for frame folders and files without one (default 16); overrides the file's")
+    p.add_argument("--json", metavar="FILE", help="write per-video scalars, series and errors as JSON")
+    p.add_argument("--chunk-frames", type=int, default=16, help="frames read per chunk (default 16)")
+    p.add_argument("--device", default="cpu", help="device for learned flow (RAFT): cpu, cuda, cuda:N")
+    return p
+
+
+def positive_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = -1.0
+    if not value > 0 or not math.isfinite(value):
+        raise argparse.ArgumentTypeError(f"invalid value {text!r}: accepted: a number > 0")
+    return value
+
+
+def split_metric_list(text: str) -> list[str]:
+    """``"flow:backend=dis,window=2,retention"`` -> ``["flow:backend=dis,window=2", "retention"]``.
+
+    Commas separate metrics and also a spec's arguments: a piece ``key=value`` without a
+    ``:`` continues the previous spec.
+    """
+    specs: list[str] = []
+    for piece in (p.strip() for p in text.replace(";", ",").split(",")):
+        if not piece:
+            continue
+        if "=" in piece and ":" not in piece.split("=", 1)[0] and specs:
+            specs[-1] += "," + piece
+        else:
+            specs.append(piece)
+    if not specs:
+        raise UserError("--metrics is empty; accepted: a comma list of names from 'adabench list'")
+    return specs
+
+
+def check_metrics(specs: list[str], defaults: dict[str, Any], explicit: bool) -> list[str]:
+    """Build each metric once so bad names / options fail before any video is read.
+
+    Without ``--metrics``, a default metric whose module is not installed is skipped with a note.
+    """
+    from adabench.registry import METRICS, parse_spec
+
+    usable = []
+    for spec in specs:
+        name = parse_spec(spec)[0]
+        try:
+            METRICS.build(spec, **defaults)
+        except ModuleNotFoundError as exc:
+            module = str(METRICS.entry(name).target).partition(":")[0]
+            if explicit or exc.name is None or not module.startswith(exc.name):
+                raise UserError(f"metric {name!r} is not available: module {exc.name!r} is missing") from None
+            print(f"adabench: note: skipping metric {name!r} ({module} is not installed)", file=sys.stderr)
+            continue
+        usable.append(spec)
+    return usable
+
+
+def expand_paths(paths: list[str]) -> tuple[list[Path], list[dict[str, str]]]:
+    """PATH arguments -> videos to score (files and frame folders) plus per-path errors."""
+    from adabench.video_io import VIDEO_SUFFIXES, is_frame_folder
+
+    videos: list[Path] = []
+    errors: list[dict[str, str]] = []
+    for text in paths:
+        path = Path(text)
+        if not path.exists():
+            errors.append({"path": text, "error": "no such file or folder"})
+        elif path.is_file() or is_frame_folder(path):
+            videos.append(path)
+        else:
+            inside = sorted(p for p in path.iterdir() if p.is_file() and p.suffix.lower() in VIDEO_SUFFIXES)
+            inside += sorted(p for p in path.iterdir() if is_frame_folder(p))
+            if not inside:
+                errors.append({"path": text, "error": f"folder holds no images and no videos ({', '.join(VIDEO_SUFFIXES)})"})
+            videos.extend(inside)
+    return videos, errors
+
+
+def score_video(path: Path, specs: list[str], defaults: dict[str, Any], fps: float | None,
+                chunk_frames: int) -> dict[str, Any]:
+    """Stream one video through fresh accumulators -> its JSON record."""
+    from adabench.chunk import Chunk
+    from adabench.metrics.base import MetricResult
+    from adabench.registry import METRICS
+    from adabench.video_io import VideoReader
+
+    with VideoReader(path, chunk_frames=chunk_frames, fps=fps) as reader:
+        metrics = [METRICS.build(spec, **{**defaults, "fps": reader.fps}) for spec in specs]
+        start = 0
+        for index, frames in enumerate(reader):                                   # frames [F, 3, H, W]
+            chunk = Chunk(index=index, start_frame=start, frames=frames, fps=reader.fps)
+            for metric in metrics:
+                metric.update(chunk)
+            start += chunk.num_frames
+    result = MetricResult()
+    for metric in metrics:
+        result.update(metric.compute())
+    return {"path": str(path), "frames": start, "fps": reader.fps, "size": [reader.height, reader.width],
+            "metrics": {k: json_value(k, v) for k, v in result.scalars.items()},
+            "series": {k: [json_value(k, v) for v in s] for k, s in result.series.items()},
+            "info": {k: {"unit": i.unit, "direction": i.direction, "backend": i.backend}
+                     for k, i in result.info.items() if k in result.scalars}}
+
+
+def json_value(name: str, value: float) -> Any:
+    """Scalars as JSON: booleans for decisions, null for NaN / inf (JSON has no NaN)."""
+    if name in BOOL_SCALARS and not math.isnan(value):
+        return bool(value)
+    return float(value) if math.isfinite(value) else None
+
+
+def print_table(record: dict[str, Any]) -> None:
+    h, w = record["size"]
+    print(f"{record['path']}  ({record['frames']} frames, {record['fps']:g} fps, {w}x{h})")
+    for name, value in record["metrics"].items():
+        info = record["info"].get(name, {})
+        shown = "n/a" if value is None else (str(value).lower() if isinstance(value, bool) else f"{value:.4g}")
+        print(f"  {name:<30} {shown:>10}  {info.get('unit', ''):<9} {info.get('backend') or ''}")
+    print()
+
+
+def run(args: argparse.Namespace) -> int:
+    from adabench.metrics.flow import get_flow_backend
+    from adabench.video_io import check_writable
+
+    if args.chunk_frames < 1:
+        raise UserError(f"--chunk-frames must be >= 1, got {args.chunk_frames}")
+    if args.json:
+        check_writable(Path(args.json))
+    backend = get_flow_backend(args.flow, device=args.device)      # one network shared by every metric
+    defaults = {"backend": backend, "device": args.device, "fps": args.fps or 16.0}
+    explicit = args.metrics != ",".join(DEFAULT_METRICS)
+    specs = check_metrics(split_metric_list(args.metrics), defaults, explicit)
+    videos, errors = expand_paths(args.paths)
+    for error in errors:
+        print(f"adabench: error: {error['path']}: {error['error']}", file=sys.stderr)
+    records = []
+    for path in videos:
+        try:
+            record = score_video(path, specs, defaults, args.fps, args.chunk_frames)
+        except UserError as exc:                     # VideoReadError and bad content: this file only
+            errors.append({"path": str(path), "error": str(exc)})
+            print(f"adabench: error: {exc}", file=sys.stderr)
+            continue
+        records.append(record)
+        print_table(record)
+    if args.json:
+        write_json(Path(args.json), {"videos": records, "errors": errors})
+    print(f"adabench: scored {len(records)} video(s), {len(errors)} failed", file=sys.stderr)
+    return 1 if errors else 0
+
+
+def write_json(path: Path, data: dict[str, Any]) -> None:
+    tmp = path.with_name(f".{path.name}.tmp")
+    with open(tmp, "w") as f:
+        json.dump(data, f, indent=1, allow_nan=False)
+        f.write("\n")
+    os.replace(tmp, path)

@@ -1,0 +1,62 @@
+"""Throughput of the default streaming metrics (frames/s), per metric and all together.
+
+Run: ``.venv/bin/python -m pytest tests/bench_metrics.py --benchmark-enable``. Timed: the
+whole streaming pass (``update`` on 8-frame chunks, then ``compute``) on a CPU, fresh
+accumulators per round, one warm-up round excluded; frames/s = frames / median round time,
+stored in each benchmark's ``extra_info``. Not collected by the default test run (file name).
+"""
+
+from __future__ import annotations
+
+import importlib
+
+import pytest
+import torch
+
+from adabench.chunk import Chunk
+from adabench.registry import METRICS
+
+DEFAULT = ["flow", "dynamic-degree", "retention", "drift", "lockin"]
+FRAMES = {32: 32, 256: 8}       # short videos: the whole file runs in well under a minute
+CHUNK = 8
+
+
+def panning(size: int, frames: int) -> torch.Tensor:
+    """Smooth texture panning 2 px/frame: [T, 3, size, size]."""
+    g = torch.Generator().manual_seed(0)
+    base = torch.nn.functional.interpolate(torch.rand(1, 3, size // 4, size // 2, generator=g),
+                                           size=(size, size + 2 * frames), mode="bilinear").clamp(0, 1)[0]
+    return torch.stack([base[:, :, 2 * t:2 * t + size] for t in range(frames)])
+
+
+def available(name: str) -> bool:
+    module = str(METRICS.entry(name).target).partition(":")[0]
+    try:
+        importlib.import_module(module)
+    except ModuleNotFoundError:
+        return False
+    return True
+
+
+def score(names: list[str], frames: torch.Tensor) -> None:
+    metrics = [METRICS.build(name) for name in names]
+    for i, start in enumerate(range(0, frames.shape[0], CHUNK)):
+        chunk = Chunk(index=i, start_frame=start, frames=frames[start:start + CHUNK], fps=16.0)
+        for metric in metrics:
+            metric.update(chunk)
+    for metric in metrics:
+        metric.compute()
+
+
+@pytest.mark.parametrize("size", sorted(FRAMES))
+@pytest.mark.parametrize("names", [[n] for n in DEFAULT] + [DEFAULT], ids=DEFAULT + ["all-default"])
+def test_bench_metric_fps(benchmark, names, size):
+    names = [n for n in names if available(n)]
+    if not names:
+        pytest.skip("metric module not installed")
+    frames = panning(size, FRAMES[size])
+    benchmark.group = f"metrics {size}x{size}"
+    benchmark.extra_info.update(metrics=",".join(names), frames=frames.shape[0], size=size, timed="update+compute, CPU")
+    benchmark.pedantic(score, args=(names, frames), rounds=3, iterations=1, warmup_rounds=1)
+    if benchmark.stats is not None:     # None under --benchmark-disable
+        benchmark.extra_info["frames_per_s"] = frames.shape[0] / benchmark.stats.stats.median
