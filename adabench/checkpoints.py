@@ -6,6 +6,7 @@ Never unpickles anything: a checkpoint is tensors plus JSON strings.
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import torch
@@ -20,13 +21,23 @@ from adabench.errors import MissingWeightsError
 FORMAT = "adabench-model/1"
 
 
+def save_modules(path: str | Path, modules: dict[str, torch.nn.Module], metadata: dict[str, str],
+                 extra_tensors: dict[str, torch.Tensor] | None = None) -> None:
+    """Weights of named modules (keys ``name.param``) plus string metadata, written atomically."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tensors = {f"{name}.{k}": v.detach().cpu().contiguous()
+               for name, module in modules.items() for k, v in module.state_dict().items()}
+    tensors.update(extra_tensors or {})
+    tmp = path.with_name(path.name + ".tmp")
+    save_file(tensors, str(tmp), metadata=metadata)
+    os.replace(tmp, path)
+
+
 def save_model(path: str | Path, model: CausalDiT, codec: torch.nn.Module, extra: dict[str, str] | None = None) -> None:
-    tensors = {f"model.{k}": v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
-    tensors.update({f"codec.{k}": v.detach().cpu().contiguous() for k, v in codec.state_dict().items()})
     metadata = {"format": FORMAT, "config": json.dumps(model.config.to_dict())}
     metadata.update(extra or {})
-    Path(path).parent.mkdir(parents=True, exist_ok=True)
-    save_file(tensors, str(path), metadata=metadata)
+    save_modules(path, {"model": model, "codec": codec}, metadata)
 
 
 def read_metadata(path: str | Path) -> dict[str, str]:

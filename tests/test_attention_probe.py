@@ -150,11 +150,8 @@ def make_generator(tiny_model, policy) -> CausalGenerator:
 
 
 def probed_rollout(gen: CausalGenerator, probe: AttentionProbe, **kwargs) -> list[Chunk]:
-    chunks = []
-    for chunk in gen.stream("p", probe=probe, **kwargs):
-        chunk.attention = probe.pop_chunk()
-        chunks.append(chunk)
-    return chunks
+    """The generator hands each chunk its probe statistics (``chunk.attention``)."""
+    return list(gen.stream("p", probe=probe, **kwargs))
 
 
 @pytest.mark.parametrize("policy", [FirstFrameAnchor(sink=1, window=3), AdaptiveState(state=1, window=3)],

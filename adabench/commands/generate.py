@@ -73,10 +73,10 @@ def run(args: argparse.Namespace) -> int:
         generator.check_prompt(args.prompt)
     init = load_init(args.init, args.prompt, args.seed, generator.frame_size)
     info = generator.describe()
-    print(f"adabench: {args.model} -> {args.out} ({args.frames} frames, seed {args.seed}, weights: "
-          f"{info.get('weights', 'n/a')})", file=sys.stderr)
     chunks = []
-    with VideoWriter(args.out, fps=generator.fps, raw=args.raw) as writer:
+    with VideoWriter(args.out, fps=generator.fps, raw=args.raw) as writer:     # fails here on an unwritable path
+        print(f"adabench: {args.model} -> {args.out} ({args.frames} frames, seed {args.seed}, weights: "
+              f"{info.get('weights', 'n/a')})", file=sys.stderr)
         with tqdm(total=args.frames, unit="frame", file=sys.stderr, disable=None) as bar:
             for chunk in generator.stream(args.prompt, args.seed, args.frames, init=init):
                 writer.write(chunk.frames)

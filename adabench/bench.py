@@ -1,0 +1,143 @@
+"""``make bench``: the embedded default comparison, until the full harness lands.
+
+Runs every model on a prompt suite with the same seeds (image-to-video from PanWorld's
+ground-truth first frame, so each video can be held against ground truth from frame 0),
+streams each chunk into the metrics, writes the videos, per-video JSON records and a
+Markdown report with per-model means.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import platform
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+from adabench.errors import EXIT_USER_ERROR, UserError
+
+DEFAULT_MODELS = "panworld-gt,adastate,ff-anchor,sliding-window"
+DEFAULT_METRICS = "flow,motion-fidelity,dynamic-degree,retention,drift,lockin,attention,throughput"
+REPORT_COLUMNS = ("flow_magnitude_mean", "motion_ratio", "still_motion", "dynamics_retention", "dynamic_degree_clips",
+                  "drift_sharpness_start_end", "lockin_end", "attn_anchor_mass", "attn_anchor_mass_rel", "steady_fps")
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(prog="python -m adabench.bench", description=__doc__)
+    p.add_argument("--out", default="reports/bench")
+    p.add_argument("--models", default=DEFAULT_MODELS)
+    p.add_argument("--suite", default="panworld-smoke")
+    p.add_argument("--frames", type=int, default=51)
+    p.add_argument("--seeds", default="0")
+    p.add_argument("--metrics", default=DEFAULT_METRICS)
+    p.add_argument("--device", default="cpu")
+    return p.parse_args(argv)
+
+
+def score_video(generator, prompt: str, seed: int, frames: int, metric_specs: list[str], video_path: Path) -> dict:
+    from adabench.registry import METRICS
+    from adabench.video_io import VideoWriter
+    from adabench.world.panworld import render_clip
+    from adabench.world.prompts import parse_prompt
+
+    spec = parse_prompt(prompt)
+    init = render_clip(spec, seed, 1, size=generator.frame_size)
+    context = {"fps": generator.fps, "true_velocity": spec.velocity_at(generator.frame_size)}
+    metrics = [METRICS.build(m, **context) for m in metric_specs if m.split(":")[0] != "attention"]
+    with VideoWriter(video_path, fps=generator.fps, raw=True) as writer:
+        for chunk in generator.stream(prompt, seed, frames, init=init):
+            writer.write(chunk.frames)
+            for metric in metrics:
+                metric.update(chunk)
+    attention = [METRICS.build(m, **context) for m in metric_specs if m.split(":")[0] == "attention"]
+    if attention and hasattr(generator, "sampler"):
+        # A second, probed rollout (bit-identical frames): probing never slows the timed one.
+        from adabench.metrics.attention import AttentionProbe
+        probe = AttentionProbe.for_generator(generator)
+        for chunk in generator.stream(prompt, seed, frames, init=init, probe=probe):
+            for metric in attention:
+                metric.update(chunk)
+        metrics += attention
+    scalars: dict[str, float] = {}
+    series: dict[str, list[float]] = {}
+    for metric in metrics:
+        result = metric.compute()
+        scalars.update(result.scalars)
+        series.update(result.series)
+    return {"scalars": scalars, "series": series}
+
+
+def _fmt(value: float | None) -> str:
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return "–"
+    return f"{value:.3g}"
+
+
+def write_report(out: Path, records: list[dict], models: list[dict], args: argparse.Namespace) -> None:
+    lines = ["# adabench — embedded default comparison", "",
+             f"Suite `{args.suite}`, {args.frames} frames, seeds {args.seeds}, device {args.device}, "
+             f"image-to-video from the ground-truth first frame. Host: {platform.processor() or platform.machine()}, "
+             f"torch {torch.__version__}. Throughput times the generator's chunks end to end "
+             "(denoise + decode + commit), first chunk excluded from steady FPS.", ""]
+    lines.append("| model | weights | budget | " + " | ".join(REPORT_COLUMNS) + " |")
+    lines.append("|---|---|---|" + "---|" * len(REPORT_COLUMNS))
+    for info in models:
+        rows = [r for r in records if r["model"] == info["spec"] and "scalars" in r]
+        means = []
+        for col in REPORT_COLUMNS:
+            vals = [r["scalars"][col] for r in rows if col in r["scalars"] and not math.isnan(r["scalars"][col])]
+            means.append(_fmt(sum(vals) / len(vals) if vals else None))
+        lines.append(f"| {info['spec']} | {info.get('weights', '–')} | {info.get('budget_frames', '–')} | "
+                     + " | ".join(means) + " |")
+    failed = [r for r in records if "error" in r]
+    if failed:
+        lines += ["", "## Failed jobs", ""] + [f"- {r['model']} / {r['prompt']!r} / seed {r['seed']}: {r['error']}"
+                                               for r in failed]
+    (out / "report.md").write_text("\n".join(lines) + "\n")
+
+
+def main(argv: list[str] | None = None) -> int:
+    from adabench.registry import GENERATORS, SUITES
+
+    try:
+        args = parse_args(argv)
+        out = Path(args.out)
+        (out / "videos").mkdir(parents=True, exist_ok=True)
+        prompts = SUITES.entry(args.suite).load()()
+        seeds = [int(s) for s in args.seeds.split(",")]
+        metric_specs = [m for m in args.metrics.split(",") if m]
+        generators = [GENERATORS.build(m, device=args.device) for m in args.models.split(",")]
+    except (UserError, ValueError) as exc:
+        print(f"adabench bench: error: {exc}", file=sys.stderr)
+        return EXIT_USER_ERROR
+    records, models = [], []
+    (out / "results.jsonl").write_text("")
+    for spec, gen in zip(args.models.split(","), generators):
+        models.append({"spec": spec, **gen.describe()})
+        for pi, prompt in enumerate(prompts):
+            for seed in seeds:
+                record = {"model": spec, "prompt": prompt, "seed": seed, "frames": args.frames}
+                path = out / "videos" / f"{spec.replace(':', '_')}-p{pi}-s{seed}.mp4"
+                t0 = time.perf_counter()
+                try:
+                    record.update(score_video(gen, prompt, seed, args.frames, metric_specs, path))
+                    record["video"] = str(path)
+                except UserError as exc:
+                    record["error"] = str(exc)
+                record["wall_s"] = round(time.perf_counter() - t0, 3)
+                records.append(record)
+                print(f"{spec:<16} p{pi} seed {seed}: {record.get('error', 'ok')} ({record['wall_s']} s)", file=sys.stderr)
+                with (out / "results.jsonl").open("a") as f:      # appended per job: nothing stored is lost
+                    f.write(json.dumps(record) + "\n")
+    (out / "models.json").write_text(json.dumps(models, indent=1))
+    write_report(out, records, models, args)
+    print(f"report: {out / 'report.md'}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

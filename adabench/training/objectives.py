@@ -1,0 +1,161 @@
+"""What each recipe kind minimises.
+
+- ``codec``: per-frame reconstruction of PanWorld frames by the conv autoencoder.
+- ``base``: teacher-forced flow matching, chunk by chunk through the real cache (the
+  recipe's policy; block-causal over the whole clip by default), with noisy-context
+  augmentation: committed context frames are mixed with noise of a random small level so
+  the model does not trust its context blindly (exposure bias).
+- ``policy``: the model rolls the clip out chunk by chunk exactly as at inference (same
+  policy, same few-step sampler, state frames denoised from noise with every chunk) with
+  gradients through the sampler and the cache, so later chunks' losses reach earlier state
+  and context (back-propagation through the recurrence). Loss per chunk: x0 regression of
+  the sampler's output to the ground truth plus a flow-matching term at a random noise
+  level whose state input is the state the rollout produced; per-frame weights grow with
+  the frame index (horizon weighting, strength ``horizon_alpha``). Context is the ground
+  truth or, for a ``self_rollout`` share of batches, the model's own output.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from adabench.backbone import CausalDiT
+from adabench.registry import POLICIES
+from adabench.rollout import Rollout
+from adabench.sampler import shifted_schedule
+from adabench.training.data import ClipBatch, clip_batch
+from adabench.training.recipe import Recipe
+
+
+def horizon_weights(num_frames: int, alpha: float) -> torch.Tensor:
+    """w_i = 1 + alpha * i / N for frames i = 0..N-1, normalised to mean 1 ([N])."""
+    w = 1.0 + alpha * torch.arange(num_frames, dtype=torch.float32) / num_frames
+    return w / w.mean()
+
+
+def sample_times(batch: int, shift: float, generator: torch.Generator | None = None) -> torch.Tensor:
+    """Flow times [B, 1], uniform then shifted toward noise like the sampler's schedule."""
+    u = torch.rand(batch, 1, generator=generator)
+    return shift * u / (1.0 + (shift - 1.0) * u)
+
+
+class CodecObjective:
+    def __init__(self, recipe: Recipe, model: CausalDiT, codec: nn.Module) -> None:
+        self.recipe, self.model, self.codec = recipe, model, codec
+
+    def trainable(self) -> list[nn.Parameter]:
+        return list(self.codec.parameters())
+
+    def loss(self, step: int, device: torch.device) -> tuple[torch.Tensor, dict[str, float]]:
+        r = self.recipe
+        frames = clip_batch(r.data_seed, step, r.batch, 2, r.frame_size, device).frames.flatten(0, 1)  # [2B, 3, H, W]
+        recon = self.codec.decode(self.codec.encode(frames))
+        mse = F.mse_loss(recon, frames)
+        return mse, {"recon_mse": mse.item()}
+
+
+class _RolloutObjective:
+    """Shared plumbing of the base and policy objectives."""
+
+    def __init__(self, recipe: Recipe, model: CausalDiT, codec: nn.Module) -> None:
+        self.recipe, self.model, self.codec = recipe, model, codec
+        self.policy = POLICIES.build(recipe.policy)
+        for p in codec.parameters():
+            p.requires_grad_(False)
+
+    def trainable(self) -> list[nn.Parameter]:
+        return list(self.model.parameters())
+
+    def clip(self, step: int, device: torch.device) -> tuple[ClipBatch, torch.Tensor, bool]:
+        """(batch, latents [B, T, C, h, w], i2v?) with T = 1 + chunks * chunk_frames."""
+        r = self.recipe
+        batch = clip_batch(r.data_seed, step, r.batch, 1 + r.clip_chunks * r.chunk_frames, r.frame_size, device)
+        with torch.no_grad():
+            b, t = batch.frames.shape[:2]
+            latents = self.codec.encode(batch.frames.flatten(0, 1)).unflatten(0, (b, t))
+        i2v = torch.rand(()) < r.i2v_fraction
+        return batch, latents, bool(i2v)
+
+    def noisy_context(self, clean: torch.Tensor) -> torch.Tensor:
+        level = self.recipe.context_noise
+        if level <= 0:
+            return clean
+        sigma = torch.rand(clean.shape[0], *([1] * (clean.dim() - 1)), device=clean.device) * level
+        return (1 - sigma) * clean + sigma * torch.randn_like(clean)
+
+
+class BaseObjective(_RolloutObjective):
+    def loss(self, step: int, device: torch.device) -> tuple[torch.Tensor, dict[str, float]]:
+        r = self.recipe
+        batch, lat, i2v = self.clip(step, device)
+        b = lat.shape[0]
+        rollout = Rollout(self.model, self.policy, b, device)
+        first = 0
+        if i2v:
+            layout = rollout.layout(1, with_state=False)
+            rollout.commit(layout, self.noisy_context(lat[:, :1]), batch.tokens)
+            first = 1
+        losses = []
+        for c in range(r.clip_chunks):
+            start = first + c * r.chunk_frames
+            x0 = lat[:, start:start + r.chunk_frames]                          # [B, F, C, h, w]
+            layout = rollout.layout(r.chunk_frames, with_state=False)
+            ctx = rollout.context(layout)
+            t = sample_times(b, r.sampler_shift).to(device)
+            noise = torch.randn_like(x0)
+            xt = (1 - t[..., None, None, None]) * x0 + t[..., None, None, None] * noise
+            v = self.model(xt, t, batch.tokens, None, context=ctx, rope=ctx.rope)
+            losses.append(F.mse_loss(v, noise - x0))
+            if c + 1 < r.clip_chunks:
+                rollout.commit(layout, self.noisy_context(x0), batch.tokens, ctx)
+        loss = torch.stack(losses).mean()
+        return loss, {"flow_mse": loss.item()}
+
+
+class PolicyObjective(_RolloutObjective):
+    def loss(self, step: int, device: torch.device) -> tuple[torch.Tensor, dict[str, float]]:
+        r = self.recipe
+        batch, lat, i2v = self.clip(step, device)
+        b = lat.shape[0]
+        n_state, fr = self.policy.state, r.chunk_frames
+        self_context = bool(torch.rand(()) < r.self_rollout)
+        times = shifted_schedule(r.sampler_steps, r.sampler_shift).tolist()
+        weights = horizon_weights(r.clip_chunks * fr, r.horizon_alpha).to(device)   # [N] per generated frame
+        rollout = Rollout(self.model, self.policy, b, device)
+        first = 0
+        if i2v:
+            layout = rollout.layout(1, with_state=False)
+            rollout.commit(layout, lat[:, :1], batch.tokens)
+            first = 1
+        x0_terms, flow_terms = [], []
+        for c in range(r.clip_chunks):
+            start = first + c * fr
+            target = lat[:, start:start + fr]                                   # [B, F, C, h, w]
+            layout = rollout.layout(fr)
+            ctx = rollout.context(layout)
+            x = torch.randn(b, n_state + fr, *target.shape[2:], device=device)
+            for t_now, t_next in zip(times[:-1], times[1:]):                   # the inference sampler, with grad
+                tt = torch.full((b, 1), t_now, device=device)
+                x = x + (t_next - t_now) * self.model(x, tt, batch.tokens, None, context=ctx,
+                                                      state_frames=n_state, rope=ctx.rope)
+            w = weights[c * fr:(c + 1) * fr].view(1, fr, 1, 1, 1)
+            x0_terms.append(((x[:, n_state:] - target) ** 2 * w).mean())
+            if r.flow_weight > 0:   # keep the velocity field a flow toward the data, state as the rollout made it
+                clean = torch.cat([x[:, :n_state], target], dim=1)
+                t = sample_times(b, r.sampler_shift).to(device)
+                noise = torch.randn_like(clean)
+                xt = (1 - t[..., None, None, None]) * clean + t[..., None, None, None] * noise
+                v = self.model(xt, t, batch.tokens, None, context=ctx, state_frames=n_state, rope=ctx.rope)
+                flow_terms.append((((v - (noise - clean))[:, n_state:]) ** 2 * w).mean())
+            if c + 1 < r.clip_chunks:
+                content = x[:, n_state:] if self_context else target
+                rollout.commit(layout, torch.cat([x[:, :n_state], content], dim=1), batch.tokens, ctx)
+        x0_loss = torch.stack(x0_terms).mean()
+        flow_loss = torch.stack(flow_terms).mean() if flow_terms else torch.zeros((), device=device)
+        loss = x0_loss + r.flow_weight * flow_loss
+        return loss, {"x0_mse": x0_loss.item(), "flow_mse": flow_loss.item(), "self_context": float(self_context)}
+
+
+OBJECTIVES = {"codec": CodecObjective, "base": BaseObjective, "policy": PolicyObjective}

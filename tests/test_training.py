@@ -1,0 +1,164 @@
+"""Training: every recipe kind runs end to end on a tiny model, learns, checkpoints and resumes
+exactly; AdaState's state learns through the recurrence."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+
+import pytest
+import torch
+
+from adabench.adastate import AdaptiveState
+from adabench.checkpoints import load_model
+from adabench.errors import MissingWeightsError, UserError
+from adabench.rollout import Rollout
+from adabench.sampler import shifted_schedule
+from adabench.training import loop
+from adabench.training.objectives import OBJECTIVES, horizon_weights
+from adabench.training.recipe import load_recipe, recipe_names
+from tests.conftest import TINY, fixed_tokens
+
+TINY_MODEL = {"width": 32, "depth": 1, "heads": 2, "rope_time_dims": 4}
+
+
+def tiny(name: str, **overrides):
+    r = load_recipe(name)
+    return dataclasses.replace(r, batch=2, clip_chunks=2, warmup=2, checkpoint_every=3, log_every=1,
+                               model=TINY_MODEL, **overrides)
+
+
+def held_out_loss(recipe, out) -> float:
+    """The objective on a fixed batch with fixed noise, for before/after comparisons."""
+    model, codec, _ = load_model(out / f"{recipe.name}.safetensors")
+    torch.manual_seed(123)
+    with torch.no_grad():
+        return OBJECTIVES[recipe.kind](recipe, model, codec).loss(10_000, torch.device("cpu"))[0].item()
+
+
+def test_every_shipped_recipe_loads():
+    names = recipe_names()
+    assert {"codec", "base", "ff-anchor", "sliding-window", "adastate-alpha0", "adastate-alpha2",
+            "adastate-alpha4"} <= set(names)
+    alphas = {load_recipe(f"adastate-alpha{a}").horizon_alpha for a in (0, 2, 4)}
+    assert alphas == {0.0, 2.0, 4.0}
+    with pytest.raises(UserError, match="unknown recipe"):
+        load_recipe("nope")
+
+
+def test_horizon_weights():
+    assert torch.allclose(horizon_weights(4, 0.0), torch.ones(4))
+    w = horizon_weights(4, 2.0)                    # 1 + 2 * i / 4 = 1, 1.5, 2, 2.5 -> mean 1.75
+    assert torch.allclose(w, torch.tensor([1, 1.5, 2, 2.5]) / 1.75)
+
+
+def test_codec_base_and_policies_train_end_to_end(tmp_path):
+    """Tiny versions of the real recipes: losses go down and checkpoints round-trip."""
+    chain = [tiny("codec", steps=30, lr=3e-3), tiny("base", steps=12, lr=2e-3),
+             tiny("adastate-alpha2", steps=4, lr=1e-3), tiny("ff-anchor", steps=2), tiny("sliding-window", steps=2)]
+    for recipe in chain:
+        before = None
+        if recipe.init:
+            before = held_out_loss(dataclasses.replace(recipe, name=recipe.init), tmp_path) \
+                if recipe.kind == "policy" else None
+        path = loop.train(recipe, tmp_path, progress=False)
+        model, codec, meta = load_model(path)
+        assert meta["recipe"] == recipe.name and int(meta["steps"]) == recipe.steps
+        logged = [json.loads(l) for l in (tmp_path / f"{recipe.name}.log.jsonl").read_text().splitlines()]
+        assert [r["step"] for r in logged] == list(range(recipe.steps))
+        if recipe.kind == "codec":
+            assert sum(r["loss"] for r in logged[-5:]) < 0.8 * sum(r["loss"] for r in logged[:5])
+        if before is not None:
+            after = held_out_loss(recipe, tmp_path)
+            assert after < before, (recipe.name, before, after)
+    manifest = json.loads((tmp_path / "manifest.json").read_text())
+    assert set(manifest) == {r.name for r in chain}
+    assert all(len(m["sha256"]) == 64 for m in manifest.values())
+
+
+def test_interrupted_training_resumes_to_the_same_weights(tmp_path, monkeypatch):
+    recipe = tiny("codec", steps=7, lr=3e-3)
+    straight = load_model(loop.train(recipe, tmp_path / "a", progress=False))[1].state_dict()
+
+    real_loss = loop.OBJECTIVES["codec"].loss
+
+    def crash_at_5(self, step, device):
+        if step == 5:
+            raise KeyboardInterrupt
+        return real_loss(self, step, device)
+
+    monkeypatch.setattr(loop.OBJECTIVES["codec"], "loss", crash_at_5)
+    with pytest.raises(KeyboardInterrupt):
+        loop.train(recipe, tmp_path / "b", progress=False)
+    assert (tmp_path / "b" / "codec.last.safetensors").is_file()       # checkpoint at step 3
+    monkeypatch.setattr(loop.OBJECTIVES["codec"], "loss", real_loss)
+    resumed = load_model(loop.train(recipe, tmp_path / "b", progress=False))[1].state_dict()
+    for key in straight:
+        assert torch.equal(straight[key], resumed[key]), key
+    steps = [json.loads(l)["step"] for l in (tmp_path / "b" / "codec.log.jsonl").read_text().splitlines()]
+    assert steps == list(range(7))
+
+
+def test_missing_and_corrupted_checkpoints_name_the_file_and_the_command(tmp_path):
+    with pytest.raises(MissingWeightsError, match=r"base.safetensors not found.*adabench train base"):
+        load_model(tmp_path / "base.safetensors", rebuild_hint="adabench train base --out x")
+    bad = tmp_path / "bad.safetensors"
+    bad.write_bytes(b"\x10\x00\x00\x00\x00\x00\x00\x00{not json at all")
+    with pytest.raises(MissingWeightsError, match="corrupted"):
+        load_model(bad, rebuild_hint="adabench train adastate-alpha2 --out x")
+
+
+def test_state_learns_through_the_recurrence(tiny_model):
+    """A later chunk's loss reaches the state produced two chunks earlier, and the state's
+    embedding parameter, only through the cache."""
+    model, _ = tiny_model
+    policy = AdaptiveState(state=1, window=3)
+    rollout = Rollout(model, policy, batch=1)
+    prompt = torch.tensor([fixed_tokens("")])
+    times = shifted_schedule(2, 3.0).tolist()
+    model.zero_grad()
+    with torch.enable_grad():
+        first_state, loss = None, None
+        for c in range(3):
+            layout = rollout.layout(3)
+            ctx = rollout.context(layout)
+            x = torch.randn(1, 4, TINY.latent_channels, 8, 8)
+            for t_now, t_next in zip(times[:-1], times[1:]):
+                x = x + (t_next - t_now) * model(x, torch.full((1, 1), t_now), prompt, None, context=ctx,
+                                                 state_frames=1, rope=ctx.rope)
+            if c == 0:
+                first_state = x[:, :1]
+                first_state.retain_grad()
+                # content of chunk 0 enters the cache detached: only the state can carry gradient forward
+                x = torch.cat([first_state, x[:, 1:].detach()], dim=1)
+            if c == 2:
+                loss = (x[:, 1:] ** 2).mean()
+            else:
+                rollout.commit(layout, x, prompt, ctx)
+        loss.backward()
+    assert first_state.grad is not None and first_state.grad.abs().sum() > 0
+    assert model.state_embed.grad is not None and model.state_embed.grad.abs().sum() > 0
+    model.zero_grad()
+
+
+def test_state_kv_changes_from_chunk_to_chunk(tiny_model, monkeypatch):
+    from adabench.cache import FrameCache
+    from adabench.generator import CausalGenerator
+    from adabench.sampler import FlowSampler
+
+    states = []
+    real_write = FrameCache.write
+
+    def spy(self, items, layer_kv):
+        real_write(self, items, layer_kv)
+        if items and items[0].kind == "state":
+            slot = self.policy.slot(items[0])
+            states.append(self.k[-1][:, :, slot].clone())
+
+    monkeypatch.setattr(FrameCache, "write", spy)
+    model, codec = tiny_model
+    gen = CausalGenerator("t", model, codec, AdaptiveState(), FlowSampler(2, 3.0), fixed_tokens)
+    list(gen.stream("p", 0, 15))
+    assert len(states) == 4                       # 5 chunks, the last one is not committed
+    for a, b in zip(states, states[1:]):
+        assert (a - b).abs().max() > 1e-4
