@@ -23,8 +23,10 @@ def test_wheel_installs_namespaced_packages(tmp_path):
     subprocess.run([sys.executable, "-m", "pip", "install", "--no-deps", "-q", "--target", str(target), str(wheel)],
                    check=True, capture_output=True)
     code = ("import importlib.util, adabench.metrics.base, adabench.baselines.ff_anchor, adabench.world.suites;"
+            "import adabench.cli, adabench.training.recipe as r; assert 'base' in r.recipe_names();"
+            "assert adabench.cli.main(['list']) == 0;"
             "assert importlib.util.find_spec('metrics') is None and importlib.util.find_spec('baselines') is None;"
             "print(adabench.metrics.base.__file__)")
     out = subprocess.run([sys.executable, "-I", "-c", f"import sys; sys.path.insert(0, {str(target)!r}); {code}"],
                          cwd=tmp_path, check=True, capture_output=True, text=True).stdout
-    assert out.strip().startswith(str(target))
+    assert out.strip().splitlines()[-1].startswith(str(target))

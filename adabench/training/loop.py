@@ -11,10 +11,6 @@ from pathlib import Path
 
 import torch
 
-from adabench.checkpoints import FORMAT, load_model, save_model
-from adabench.codec import build_codec
-from adabench.config import ModelConfig
-from adabench.backbone import CausalDiT
 from adabench.errors import UserError
 from adabench.training.checkpointing import load_training_state, read_meta, save_training_state
 from adabench.training.objectives import OBJECTIVES
@@ -29,16 +25,6 @@ def learning_rate(recipe: Recipe, step: int) -> float:
         return recipe.lr * (step + 1) / recipe.warmup
     progress = (step - recipe.warmup) / max(1, recipe.steps - recipe.warmup)
     return recipe.lr * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * min(1.0, progress))))
-
-
-def initial_modules(recipe: Recipe, weights_dir: Path) -> tuple[CausalDiT, torch.nn.Module]:
-    if recipe.init:
-        path = weights_dir / f"{recipe.init}.safetensors"
-        model, codec, _ = load_model(path, rebuild_hint=f"adabench train {recipe.init} --out {weights_dir}")
-        return model, codec
-    torch.manual_seed(recipe.seed)
-    config = ModelConfig(**{"frame_size": recipe.frame_size, **recipe.model})
-    return CausalDiT(config), build_codec(config)
 
 
 def sha256(path: Path) -> str:
@@ -56,12 +42,11 @@ def train(recipe: Recipe, out: Path, device: str = "cpu", init_dir: Path | None 
 
     out.mkdir(parents=True, exist_ok=True)
     dev = torch.device(device)
-    model, codec = initial_modules(recipe, init_dir or out)
-    model.to(dev).train()
-    codec.to(dev).train()
-    objective = OBJECTIVES[recipe.kind](recipe, model, codec)
+    objective = OBJECTIVES[recipe.kind].build(recipe, init_dir or out)
+    modules = objective.modules()
+    for module in modules.values():
+        module.to(dev).train()
     optimizer = torch.optim.AdamW(objective.trainable(), lr=recipe.lr, weight_decay=recipe.weight_decay)
-    modules = {"model": model, "codec": codec}
     meta = {"recipe": recipe.name, "recipe_digest": recipe.digest()}
 
     last, log_path = out / f"{recipe.name}.{LAST}", out / f"{recipe.name}.log.jsonl"
@@ -99,8 +84,8 @@ def train(recipe: Recipe, out: Path, device: str = "cpu", init_dir: Path | None 
                 save_training_state(last, modules, optimizer, step + 1, meta)
 
     final = out / f"{recipe.name}.safetensors"
-    save_model(final, model.eval(), codec.eval(), {**meta, "steps": str(recipe.steps), "data_seed": str(recipe.data_seed),
-                                                   "final_losses": json.dumps(terms)})
+    objective.save_final(final, {**meta, "steps": str(recipe.steps), "data_seed": str(recipe.data_seed),
+                                 "final_losses": json.dumps(terms)})
     last.unlink(missing_ok=True)
     plot_losses(log_path, out / f"{recipe.name}.loss.png", recipe.name)
     update_manifest(out / "manifest.json", recipe, final, terms, time.perf_counter() - t0, device)
@@ -109,7 +94,7 @@ def train(recipe: Recipe, out: Path, device: str = "cpu", init_dir: Path | None 
 
 def update_manifest(path: Path, recipe: Recipe, weights: Path, terms: dict, seconds: float, device: str) -> None:
     manifest = json.loads(path.read_text()) if path.exists() else {}
-    manifest[recipe.name] = {"file": weights.name, "sha256": sha256(weights), "format": FORMAT,
+    manifest[recipe.name] = {"file": weights.name, "sha256": sha256(weights), "format": read_meta(weights).get("format"),
                              "recipe": recipe.name, "recipe_version": recipe.version, "recipe_digest": recipe.digest(),
                              "kind": recipe.kind, "init": recipe.init, "data_seed": recipe.data_seed,
                              "steps": recipe.steps, "final_losses": terms, "train_seconds_this_run": round(seconds, 1),

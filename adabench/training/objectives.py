@@ -21,7 +21,12 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from pathlib import Path
+
 from adabench.backbone import CausalDiT
+from adabench.checkpoints import load_model, save_model
+from adabench.codec import build_codec
+from adabench.config import ModelConfig
 from adabench.registry import POLICIES
 from adabench.rollout import Rollout
 from adabench.sampler import shifted_schedule
@@ -41,10 +46,35 @@ def sample_times(batch: int, shift: float, generator: torch.Generator | None = N
     return shift * u / (1.0 + (shift - 1.0) * u)
 
 
-class CodecObjective:
+def initial_modules(recipe: Recipe, weights_dir: Path) -> tuple[CausalDiT, nn.Module]:
+    """The recipe's starting point: its ``init`` checkpoint, or a fresh seeded model."""
+    if recipe.init:
+        path = weights_dir / f"{recipe.init}.safetensors"
+        model, codec, _ = load_model(path, rebuild_hint=f"adabench train {recipe.init} --out {weights_dir}")
+        return model, codec
+    torch.manual_seed(recipe.seed)
+    config = ModelConfig(**{"frame_size": recipe.frame_size, **recipe.model})
+    return CausalDiT(config), build_codec(config)
+
+
+class _ModelObjective:
+    """Objectives that train the DiT and/or its codec and ship them as one model checkpoint."""
+
     def __init__(self, recipe: Recipe, model: CausalDiT, codec: nn.Module) -> None:
         self.recipe, self.model, self.codec = recipe, model, codec
 
+    @classmethod
+    def build(cls, recipe: Recipe, init_dir: Path) -> "_ModelObjective":
+        return cls(recipe, *initial_modules(recipe, init_dir))
+
+    def modules(self) -> dict[str, nn.Module]:
+        return {"model": self.model, "codec": self.codec}
+
+    def save_final(self, path: Path, metadata: dict[str, str]) -> None:
+        save_model(path, self.model.eval(), self.codec.eval(), metadata)
+
+
+class CodecObjective(_ModelObjective):
     def trainable(self) -> list[nn.Parameter]:
         return list(self.codec.parameters())
 
@@ -56,11 +86,11 @@ class CodecObjective:
         return mse, {"recon_mse": mse.item()}
 
 
-class _RolloutObjective:
+class _RolloutObjective(_ModelObjective):
     """Shared plumbing of the base and policy objectives."""
 
     def __init__(self, recipe: Recipe, model: CausalDiT, codec: nn.Module) -> None:
-        self.recipe, self.model, self.codec = recipe, model, codec
+        super().__init__(recipe, model, codec)
         self.policy = POLICIES.build(recipe.policy)
         for p in codec.parameters():
             p.requires_grad_(False)
