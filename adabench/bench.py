@@ -54,6 +54,7 @@ def score_job(generator, prompt: str, seed: int, horizons: list[int], metric_spe
               video_path: Path) -> dict[int, dict]:
     """One rollout to the longest horizon; every horizon scored on its prefix (the rollout's first
     frames do not depend on how long it goes on). Returns {horizon: {"scalars", "series"}}."""
+    from adabench.metrics.base import MetricResult
     from adabench.registry import METRICS
     from adabench.video_io import VideoWriter
     from adabench.world.panworld import render_clip
@@ -80,13 +81,10 @@ def score_job(generator, prompt: str, seed: int, horizons: list[int], metric_spe
             sets[h] += attention[h]
     results = {}
     for h, metrics in sets.items():
-        scalars: dict[str, float] = {}
-        series: dict[str, list[float]] = {}
+        merged = MetricResult()
         for metric in metrics:
-            result = metric.compute()
-            scalars.update(result.scalars)
-            series.update(result.series)
-        results[h] = {"scalars": scalars, "series": series}
+            merged.update(metric.compute())
+        results[h] = {"scalars": merged.scalars, "series": merged.series}
     return results
 
 

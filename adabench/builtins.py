@@ -18,6 +18,7 @@ GENERATORS.register("panworld-gt", "adabench.world.generator:GroundTruthGenerato
 GENERATORS.register("ff-anchor", "adabench.models:ff_anchor", "embedded DiT with a first-frame anchor")
 GENERATORS.register("sliding-window", "adabench.models:sliding_window", "embedded DiT with a sliding window")
 GENERATORS.register("adastate", "adabench.models:adastate", "embedded DiT with AdaState's adaptive state")
+GENERATORS.register("base", "adabench.models:base", "embedded DiT before policy fine-tuning (block-causal, 21 frames)")
 
 # --- metrics ----------------------------------------------------------------------
 METRICS.register("flow", "adabench.metrics.flow_magnitude:FlowMagnitude",
@@ -40,6 +41,10 @@ METRICS.register("attention", "adabench.metrics.attention:AttentionSinkStats",
                  "attention-sink statistics from the backbone's attention probe (embedded models)")
 METRICS.register("throughput", "adabench.metrics.throughput:Throughput",
                  "first-chunk latency, per-chunk latency p50/p95 and trend, steady FPS, real-time factor, memory")
+METRICS.register("adherence", "adabench.metrics.adherence:PromptAdherence",
+                 "PanWorld evaluator's recognition of the prompt's motion, scene, colour and shape per clip window")
+METRICS.register("frechet", "adabench.metrics.adherence:EvaluatorFrechet",
+                 "PanWorld evaluator features per window, for a Frechet distance to ground truth across videos")
 
 # --- prompt suites ----------------------------------------------------------------
 SUITES.register("panworld-default", "adabench.world.suites:panworld_default", "16 PanWorld prompts")

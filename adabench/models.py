@@ -2,8 +2,9 @@
 
 Each factory takes the policy's parameters plus sampler, checkpoint and device settings,
 so ``adastate:state=1,window=3,pos=relative,steps=8`` builds one. Shipped checkpoints live
-in ``adabench/weights/<name>.safetensors``; until a model's checkpoint exists it runs on a
-fixed-seed random initialisation and says so in ``describe()["weights"]``.
+in ``adabench/weights/<name>.safetensors`` (see ``manifest.json`` there); ``checkpoint=PATH``
+loads another one and ``checkpoint=random`` a fixed-seed untrained model (for tests and
+speed measurements only: it says so in ``describe()["weights"]``).
 """
 
 from __future__ import annotations
@@ -27,6 +28,8 @@ from adabench.sampler import FlowSampler
 WEIGHTS_DIR = Path(__file__).parent / "weights"
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 RANDOM_INIT_SEED = 0
+# the recipe that produced each shipped checkpoint (for the rebuild hint)
+RECIPE_OF = {"adastate": "adastate-alpha2", "ff-anchor": "ff-anchor", "sliding-window": "sliding-window", "base": "base"}
 
 
 def random_init(config: ModelConfig, seed: int = RANDOM_INIT_SEED) -> tuple[CausalDiT, torch.nn.Module]:
@@ -58,13 +61,16 @@ def build_generator(name: str, policy: CachePolicy, steps: int, shift: float, ch
 
     if dtype not in DTYPES:
         raise UserError(f"dtype {dtype!r} is invalid; accepted: {', '.join(DTYPES)}")
-    path = Path(checkpoint) if checkpoint else WEIGHTS_DIR / f"{name}.safetensors"
-    if checkpoint or path.is_file():
-        model, codec, meta = load_model(path, rebuild_hint=f"adabench train {name} --out {path.parent}")
-        weights = f"{path.name} ({meta.get('recipe', 'unknown recipe')}, {meta.get('steps', '?')} steps)"
-    else:
+    if checkpoint == "random":
         model, codec = random_init(ModelConfig())
-        weights = f"random-init(seed={RANDOM_INIT_SEED}): no trained checkpoint yet"
+        weights = f"random-init(seed={RANDOM_INIT_SEED}): untrained"
+    else:
+        path = Path(checkpoint) if checkpoint else WEIGHTS_DIR / f"{name}.safetensors"
+        recipe = RECIPE_OF.get(name, name)
+        hint = (f"adabench train {recipe} --out runs/train` then "
+                f"`python -m adabench.training.ship --runs runs/train {recipe}={name}")
+        model, codec, meta = load_model(path, rebuild_hint=hint)
+        weights = f"{path.name} ({meta.get('recipe', 'unknown recipe')}, {meta.get('steps', '?')} steps)"
     return CausalGenerator(name, model, codec, policy, FlowSampler(steps, shift),
                            lambda text: list(parse_prompt(text).tokens),
                            device=_device(device), dtype=DTYPES[dtype], weights=weights)
@@ -78,6 +84,12 @@ def ff_anchor(sink: int = 1, window: int = 3, pos: str = "absolute", steps: int 
 def sliding_window(window: int = 4, pos: str = "absolute", steps: int = 4, shift: float = 3.0,
                    checkpoint: str | None = None, device: str = "cpu", dtype: str = "float32") -> CausalGenerator:
     return build_generator("sliding-window", SlidingWindow(window, pos), steps, shift, checkpoint, device, dtype)
+
+
+def base(window: int = 21, pos: str = "absolute", steps: int = 4, shift: float = 3.0,
+         checkpoint: str | None = None, device: str = "cpu", dtype: str = "float32") -> CausalGenerator:
+    """The backbone before any policy fine-tune, with the block-causal window it was trained with."""
+    return build_generator("base", SlidingWindow(window, pos), steps, shift, checkpoint, device, dtype)
 
 
 def adastate(state: int = 1, window: int = 3, pos: str = "relative", steps: int = 4, shift: float = 3.0,

@@ -80,18 +80,18 @@ def test_interrupted_training_resumes_to_the_same_weights(tmp_path, monkeypatch)
     recipe = tiny("codec", steps=7, lr=3e-3)
     straight = load_model(loop.train(recipe, tmp_path / "a", progress=False))[1].state_dict()
 
-    real_loss = loop.OBJECTIVES["codec"].loss
+    real_loss = OBJECTIVES["codec"].loss
 
     def crash_at_5(self, step, device):
         if step == 5:
             raise KeyboardInterrupt
         return real_loss(self, step, device)
 
-    monkeypatch.setattr(loop.OBJECTIVES["codec"], "loss", crash_at_5)
+    monkeypatch.setattr(OBJECTIVES["codec"], "loss", crash_at_5)
     with pytest.raises(KeyboardInterrupt):
         loop.train(recipe, tmp_path / "b", progress=False)
     assert (tmp_path / "b" / "codec.last.safetensors").is_file()       # checkpoint at step 3
-    monkeypatch.setattr(loop.OBJECTIVES["codec"], "loss", real_loss)
+    monkeypatch.setattr(OBJECTIVES["codec"], "loss", real_loss)
     resumed = load_model(loop.train(recipe, tmp_path / "b", progress=False))[1].state_dict()
     for key in straight:
         assert torch.equal(straight[key], resumed[key]), key

@@ -13,7 +13,7 @@ import torch
 
 from adabench.errors import UserError
 from adabench.training.checkpointing import load_training_state, read_meta, save_training_state
-from adabench.training.objectives import OBJECTIVES
+from adabench.training.objectives import objective_class
 from adabench.training.recipe import Recipe
 
 LAST = "last.safetensors"
@@ -42,7 +42,7 @@ def train(recipe: Recipe, out: Path, device: str = "cpu", init_dir: Path | None 
 
     out.mkdir(parents=True, exist_ok=True)
     dev = torch.device(device)
-    objective = OBJECTIVES[recipe.kind].build(recipe, init_dir or out)
+    objective = objective_class(recipe.kind).build(recipe, init_dir or out)
     modules = objective.modules()
     for module in modules.values():
         module.to(dev).train()

@@ -189,3 +189,11 @@ class PolicyObjective(_RolloutObjective):
 
 
 OBJECTIVES = {"codec": CodecObjective, "base": BaseObjective, "policy": PolicyObjective}
+
+
+def objective_class(kind: str):
+    """The objective of a recipe kind (the evaluator's lives with the evaluator)."""
+    if kind == "evaluator":
+        from adabench.training.evaluator_objective import EvaluatorObjective
+        return EvaluatorObjective
+    return OBJECTIVES[kind]
