@@ -22,9 +22,10 @@ import torch
 from adabench.errors import EXIT_USER_ERROR, UserError
 
 DEFAULT_MODELS = "panworld-gt,adastate,ff-anchor,sliding-window"
-DEFAULT_METRICS = "flow,motion-fidelity,dynamic-degree,retention,drift,lockin,attention,throughput"
+DEFAULT_METRICS = "flow,motion-fidelity,dynamic-degree,retention,drift,lockin,adherence,attention,throughput"
 REPORT_COLUMNS = ("flow_magnitude_mean", "motion_ratio", "still_motion", "dynamics_retention", "dynamic_degree_clips",
-                  "drift_sharpness_start_end", "lockin_end", "attn_anchor_mass", "attn_anchor_mass_rel", "steady_fps")
+                  "drift_sharpness_start_end", "lockin_end", "adherence_motion", "adherence_all", "attn_anchor_mass",
+                  "attn_anchor_mass_rel", "steady_fps")
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
