@@ -3,8 +3,9 @@
 Accumulators follow torchmetrics' shape: ``update(chunk)`` / ``compute()`` / ``reset()``,
 with every piece of state declared through :meth:`StreamingMetric.add_state` together
 with its reduction, so that accumulators filled on different ranks (or different parts
-of a video) combine with :meth:`StreamingMetric.merge`. Memory must be bounded by a
-window, never by the video's length: keep running sums and per-window series, not frames.
+of a video) combine with :meth:`StreamingMetric.merge`. Never keep frames beyond what a
+window needs: running sums, per-window series and at most a few floats per frame, so that
+a 10-minute video is never held in memory.
 """
 
 from __future__ import annotations

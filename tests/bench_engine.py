@@ -10,10 +10,8 @@
 from __future__ import annotations
 
 import itertools
-import statistics
 
 import pytest
-import torch
 
 from adabench.registry import GENERATORS
 
@@ -34,7 +32,6 @@ def _chunk_stepper(model: str, at_chunk: int):
 @pytest.mark.parametrize("at_chunk", [5, 200])
 @pytest.mark.parametrize("model", MODELS)
 def test_bench_chunk_latency(benchmark, model, at_chunk):
-    torch.set_num_threads(torch.get_num_threads())
     step = _chunk_stepper(model, at_chunk)
     benchmark.group = f"chunk latency {model}"
     benchmark.pedantic(step, rounds=ROUNDS, iterations=1, warmup_rounds=2)

@@ -14,7 +14,6 @@ import shutil
 import sys
 from pathlib import Path
 
-import torch
 from safetensors.torch import load_file
 
 from adabench.checkpoints import save_modules
