@@ -117,6 +117,7 @@ class CausalGenerator:
                 return self.model(x, tt, tokens, None, context=ctx, state_frames=n_state, rope=ctx.rope)
 
             clean = self.sampler.sample(velocity, noise)                              # [1, Fs + F, C, h, w]
+            _sync(self.device)
             t1 = time.perf_counter()
             keep = min(self.chunk_frames, num_frames - emitted)
             frames = self.codec.decode(clean[0, n_state:n_state + keep]).float().cpu()   # [keep, 3, H, W]
