@@ -187,13 +187,16 @@ class FrameCache:
     def bytes_allocated(self) -> int:
         return self.bytes_per_slot * self.policy.capacity
 
-    def gather(self, layer: int, keys: tuple[VisibleFrame, ...]) -> tuple[torch.Tensor, torch.Tensor]:
-        """Stored K and V of the visible frames in key order, each [B, H, n * tokens_per_frame, Dh]."""
+    def slot_index(self, keys: tuple[VisibleFrame, ...]) -> torch.Tensor:
+        """Physical slots of the visible frames in key order [n], checked against what the slots hold."""
         slots = [self.policy.slot(vf.item) for vf in keys]
         for vf, s in zip(keys, slots):
             if s is None or self.held[s] != vf.item:
                 raise RuntimeError(f"cache slot for {vf.item} holds {None if s is None else self.held[s]}")
-        index = torch.tensor(slots, dtype=torch.long, device=self.k[layer].device)
+        return torch.tensor(slots, dtype=torch.long, device=self.k[0].device)
+
+    def gather(self, layer: int, index: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Stored K and V of the slots in ``index`` (from :meth:`slot_index`), each [B, H, n * tokens_per_frame, Dh]."""
         k = self.k[layer].index_select(2, index)
         v = self.v[layer].index_select(2, index)
         b, h, n, t, d = k.shape

@@ -56,8 +56,9 @@ class Rollout:
         relative = self.policy.pos == "relative"
         rope_k = self.model.rope(torch.tensor([k.position for k in layout.keys]), ref.device, ref.dtype) if relative else None
         k_ctx, v_ctx = [], []
+        index = self.cache.slot_index(layout.keys)
         for layer in range(cfg.depth):
-            k, v = self.cache.gather(layer, layout.keys)        # [B, H, Nc, Dh]
+            k, v = self.cache.gather(layer, index)              # [B, H, Nc, Dh]
             if relative and k.shape[2]:
                 k = apply_rope(k, *rope_k)
             k_ctx.append(k)
