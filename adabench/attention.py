@@ -47,10 +47,6 @@ class KeyLayout:
     def cached_frames(self) -> int:
         return self.num_frames - self.query_frames
 
-    def key_segments(self) -> torch.Tensor:
-        """Segment code per key token, [num_frames * tokens_per_frame]."""
-        return torch.tensor([int(s) for s in self.segments]).repeat_interleave(self.tokens_per_frame)
-
 
 class ProbeFn(Protocol):
     """Observer of attention calls; gets the exact softmax inputs, returns nothing."""

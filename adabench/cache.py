@@ -99,8 +99,8 @@ class CachePolicy:
 
     @property
     def capacity(self) -> int:
-        """Physical frame slots per layer."""
-        return self.sink + self.state + self.window
+        """Physical frame slots per layer: exactly the budget (every slot is visible when full)."""
+        return self.budget
 
     def describe(self) -> dict:
         return {"policy": self.name, "sink": self.sink, "state": self.state, "window": self.window,
@@ -182,10 +182,6 @@ class FrameCache:
     @property
     def bytes_held(self) -> int:
         return self.bytes_per_slot * sum(h is not None for h in self.held)
-
-    @property
-    def bytes_allocated(self) -> int:
-        return self.bytes_per_slot * self.policy.capacity
 
     def slot_index(self, keys: tuple[VisibleFrame, ...]) -> torch.Tensor:
         """Physical slots of the visible frames in key order [n], checked against what the slots hold."""

@@ -55,5 +55,3 @@ class ModelConfig:
     def from_dict(cls, data: dict) -> "ModelConfig":
         return cls(**{k: v for k, v in data.items() if k in cls.__dataclass_fields__})
 
-
-PIXEL_CONFIG = ModelConfig(codec="identity", latent_channels=3, latent_size=32, patch=4)

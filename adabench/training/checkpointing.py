@@ -9,11 +9,10 @@ from __future__ import annotations
 from pathlib import Path
 
 import torch
-from safetensors import safe_open
 from safetensors.torch import load_file
 from torch import nn
 
-from adabench.checkpoints import save_modules
+from adabench.checkpoints import read_metadata, save_modules
 
 
 def save_training_state(path: Path, modules: dict[str, nn.Module], optimizer: torch.optim.Optimizer,
@@ -35,10 +34,5 @@ def load_training_state(path: Path, modules: dict[str, nn.Module], optimizer: to
         state = {k.split(".", 2)[2]: v for k, v in tensors.items() if k.startswith(f"optim.{i}.")}
         if state:
             optimizer.state[p] = {k: v.to(p.device) for k, v in state.items()}
-    with safe_open(str(path), framework="pt") as f:
-        return int((f.metadata() or {})["step"])
+    return int(read_metadata(path)["step"])
 
-
-def read_meta(path: Path) -> dict[str, str]:
-    with safe_open(str(path), framework="pt") as f:
-        return dict(f.metadata() or {})

@@ -11,8 +11,9 @@ from pathlib import Path
 
 import torch
 
+from adabench.checkpoints import read_metadata
 from adabench.errors import UserError
-from adabench.training.checkpointing import load_training_state, read_meta, save_training_state
+from adabench.training.checkpointing import load_training_state, save_training_state
 from adabench.training.objectives import objective_class
 from adabench.training.recipe import Recipe
 
@@ -52,7 +53,7 @@ def train(recipe: Recipe, out: Path, device: str = "cpu", init_dir: Path | None 
     last, log_path = out / f"{recipe.name}.{LAST}", out / f"{recipe.name}.log.jsonl"
     start = 0
     if last.is_file():
-        if read_meta(last).get("recipe_digest") != recipe.digest():
+        if read_metadata(last).get("recipe_digest") != recipe.digest():
             raise UserError(f"{last} belongs to another version of recipe {recipe.name!r}; delete it or use another --out")
         start = load_training_state(last, modules, optimizer)
         kept = [l for l in log_path.read_text().splitlines() if json.loads(l)["step"] < start] if log_path.exists() else []
@@ -94,7 +95,7 @@ def train(recipe: Recipe, out: Path, device: str = "cpu", init_dir: Path | None 
 
 def update_manifest(path: Path, recipe: Recipe, weights: Path, terms: dict, seconds: float, device: str) -> None:
     manifest = json.loads(path.read_text()) if path.exists() else {}
-    manifest[recipe.name] = {"file": weights.name, "sha256": sha256(weights), "format": read_meta(weights).get("format"),
+    manifest[recipe.name] = {"file": weights.name, "sha256": sha256(weights), "format": read_metadata(weights).get("format"),
                              "recipe": recipe.name, "recipe_version": recipe.version, "recipe_digest": recipe.digest(),
                              "kind": recipe.kind, "init": recipe.init, "data_seed": recipe.data_seed,
                              "steps": recipe.steps, "final_losses": terms, "train_seconds_this_run": round(seconds, 1),

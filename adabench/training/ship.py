@@ -17,7 +17,7 @@ from pathlib import Path
 from safetensors.torch import load_file
 
 from adabench.checkpoints import save_modules
-from adabench.training.checkpointing import read_meta
+from adabench.checkpoints import read_metadata
 
 PACKAGE_WEIGHTS = Path(__file__).resolve().parents[1] / "weights"
 LOGS = Path(__file__).resolve().parents[2] / "reports" / "reference" / "training"
@@ -25,7 +25,7 @@ LOGS = Path(__file__).resolve().parents[2] / "reports" / "reference" / "training
 
 def ship(runs: Path, recipe: str, target: str) -> dict:
     source = runs / f"{recipe}.safetensors"
-    meta = read_meta(source)
+    meta = read_metadata(source)
     tensors = {k: v.half() if v.is_floating_point() else v for k, v in load_file(str(source)).items()}
     dest = PACKAGE_WEIGHTS / f"{target}.safetensors"
     save_modules(dest, {}, {**meta, "stored_dtype": "float16"}, extra_tensors=tensors)
