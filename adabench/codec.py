@@ -3,6 +3,11 @@
 The backbone never sees pixels: it works on whatever latent a codec produces. ``identity``
 keeps pixel space (rescaled to [-1, 1]); ``conv-ae`` is a small per-frame convolutional
 autoencoder (32x32x3 -> 8x8x4 by default), the embedded stand-in for a real model's VAE.
+
+Like a real VAE's latent scaling factor, the conv-AE normalises its latents to zero mean and
+unit variance per channel (statistics measured on PanWorld frames after training): flow
+matching mixes data with unit-variance noise, and raw latents with a std of ~0.26 would be
+drowned by noise at t ~ 0.2, leaving the sampler's few steps nothing to resolve detail with.
 """
 
 from __future__ import annotations
@@ -48,12 +53,28 @@ class ConvAutoencoder(nn.Module):
         dec.append(nn.Conv2d(hidden, 3, 3, padding=1))
         self.encoder = nn.Sequential(*enc)
         self.decoder = nn.Sequential(*dec)
+        # per-channel statistics of the raw (tanh) latent; identity until calibrate() runs
+        self.register_buffer("latent_mean", torch.zeros(latent_channels, 1, 1))
+        self.register_buffer("latent_std", torch.ones(latent_channels, 1, 1))
 
-    def encode(self, frames: torch.Tensor) -> torch.Tensor:
+    def raw_encode(self, frames: torch.Tensor) -> torch.Tensor:
         return torch.tanh(self.encoder(frames * 2.0 - 1.0))         # [N, C, h, w] in (-1, 1)
 
+    def raw_decode(self, raw: torch.Tensor) -> torch.Tensor:
+        return ((self.decoder(raw) + 1.0) * 0.5).clamp(0.0, 1.0)    # [N, 3, H, W]
+
+    def encode(self, frames: torch.Tensor) -> torch.Tensor:
+        return (self.raw_encode(frames) - self.latent_mean) / self.latent_std   # [N, C, h, w] ~ unit variance
+
     def decode(self, latents: torch.Tensor) -> torch.Tensor:
-        return ((self.decoder(latents) + 1.0) * 0.5).clamp(0.0, 1.0)   # [N, 3, H, W]
+        return self.raw_decode(latents * self.latent_std + self.latent_mean)
+
+    @torch.no_grad()
+    def calibrate(self, frames: torch.Tensor) -> None:
+        """Set the latent normalisation from frames [N, 3, H, W] (per channel, over N, h, w)."""
+        raw = self.raw_encode(frames)                                # [N, C, h, w]
+        self.latent_mean.copy_(raw.mean(dim=(0, 2, 3))[:, None, None])
+        self.latent_std.copy_(raw.std(dim=(0, 2, 3))[:, None, None].clamp(min=1e-4))
 
 
 def build_codec(config: ModelConfig) -> nn.Module:

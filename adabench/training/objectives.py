@@ -75,13 +75,25 @@ class _ModelObjective:
 
 
 class CodecObjective(_ModelObjective):
+    CALIBRATION_INDEX = 10**9       # the calibration batch: far beyond any training step
+    CALIBRATION_FRAMES = 2048
+
     def trainable(self) -> list[nn.Parameter]:
         return list(self.codec.parameters())
+
+    def save_final(self, path: Path, metadata: dict[str, str]) -> None:
+        """Measure the latent normalisation on fresh PanWorld frames, then save."""
+        r = self.recipe
+        device = next(self.codec.parameters()).device
+        frames = clip_batch(r.data_seed, self.CALIBRATION_INDEX, self.CALIBRATION_FRAMES // 2, 2, r.frame_size,
+                            device).frames.flatten(0, 1)                              # [N, 3, H, W]
+        self.codec.eval().calibrate(frames)
+        super().save_final(path, metadata)
 
     def loss(self, step: int, device: torch.device) -> tuple[torch.Tensor, dict[str, float]]:
         r = self.recipe
         frames = clip_batch(r.data_seed, step, r.batch, 2, r.frame_size, device).frames.flatten(0, 1)  # [2B, 3, H, W]
-        recon = self.codec.decode(self.codec.encode(frames))
+        recon = self.codec.raw_decode(self.codec.raw_encode(frames))
         mse = F.mse_loss(recon, frames)
         return mse, {"recon_mse": mse.item()}
 
