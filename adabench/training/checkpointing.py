@@ -35,4 +35,3 @@ def load_training_state(path: Path, modules: dict[str, nn.Module], optimizer: to
         if state:
             optimizer.state[p] = {k: v.to(p.device) for k, v in state.items()}
     return int(read_metadata(path)["step"])
-

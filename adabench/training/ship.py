@@ -16,8 +16,7 @@ from pathlib import Path
 
 from safetensors.torch import load_file
 
-from adabench.checkpoints import save_modules
-from adabench.checkpoints import read_metadata
+from adabench.checkpoints import read_metadata, save_modules
 
 PACKAGE_WEIGHTS = Path(__file__).resolve().parents[1] / "weights"
 LOGS = Path(__file__).resolve().parents[2] / "reports" / "reference" / "training"
