@@ -42,6 +42,8 @@ class Recipe:
     self_rollout: float = 0.0      # share of batches whose context is the model's own output
     horizon_alpha: float = 0.0     # horizon-weighted loss strength (AdaState): w_i ~ 1 + alpha * i / N
     flow_weight: float = 1.0       # policy fine-tunes: weight of the flow-matching term next to x0 regression
+    latent_equivariance: float = 0.0    # codec: weight of the latent shift-equivariance error
+    decoder_equivariance: float = 0.0   # codec: weight of decoding a moved latent against the moved frame
     model: dict = field(default_factory=dict)   # ModelConfig overrides for a fresh model (tests use tiny ones)
     notes: str = ""
 
