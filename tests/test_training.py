@@ -15,7 +15,7 @@ from adabench.errors import MissingWeightsError, UserError
 from adabench.rollout import Rollout
 from adabench.sampler import shifted_schedule
 from adabench.training import loop
-from adabench.training.objectives import OBJECTIVES, horizon_weights
+from adabench.training.objectives import OBJECTIVES, horizon_weights, initial_modules
 from adabench.training.recipe import load_recipe, recipe_names
 from tests.conftest import TINY, fixed_tokens
 
@@ -50,6 +50,22 @@ def test_horizon_weights():
     assert torch.allclose(horizon_weights(4, 0.0), torch.ones(4))
     w = horizon_weights(4, 2.0)                    # 1 + 2 * i / 4 = 1, 1.5, 2, 2.5 -> mean 1.75
     assert torch.allclose(w, torch.tensor([1, 1.5, 2, 2.5]) / 1.75)
+
+
+def test_model_overrides_build_a_fresh_dit_on_the_inits_codec(tmp_path):
+    codec_recipe = tiny("codec", steps=1)
+    loop.train(codec_recipe, tmp_path, progress=False)
+    _, trained_codec, _ = load_model(tmp_path / "codec.safetensors")
+    model, codec = initial_modules(dataclasses.replace(tiny("base"), model={**TINY_MODEL, "patch": 1}), tmp_path)
+    assert model.config.patch == 1 and model.config.width == TINY_MODEL["width"]
+    assert all(torch.equal(a, b) for a, b in zip(codec.state_dict().values(), trained_codec.state_dict().values()))
+    same, _ = initial_modules(tiny("base"), tmp_path)                     # no change: the init's DiT as it is
+    trained_dit, _, _ = load_model(tmp_path / "codec.safetensors")
+    assert all(torch.equal(a, b) for a, b in zip(same.state_dict().values(), trained_dit.state_dict().values()))
+    with pytest.raises(UserError, match="latent_channels belong to the codec"):
+        initial_modules(dataclasses.replace(tiny("base"), model={"latent_channels": 8}), tmp_path)
+    with pytest.raises(UserError, match="a fine-tune keeps the DiT"):
+        initial_modules(dataclasses.replace(tiny("ff-anchor"), init="codec", model={**TINY_MODEL, "patch": 1}), tmp_path)
 
 
 def test_codec_base_and_policies_train_end_to_end(tmp_path):

@@ -58,13 +58,15 @@ def initial_modules(recipe: Recipe, weights_dir: Path) -> tuple[CausalDiT, nn.Mo
     if recipe.init:
         path = weights_dir / f"{recipe.init}.safetensors"
         model, codec, _ = load_model(path, rebuild_hint=f"adabench train {recipe.init} --out {weights_dir}")
-        if recipe.model:     # another DiT architecture on the init's codec: the DiT starts fresh
-            clash = sorted(set(recipe.model) & CODEC_FIELDS)
-            if clash:
-                raise UserError(f"recipe {recipe.name}: model keys {', '.join(clash)} belong to the codec of its "
-                                f"init {recipe.init!r}; accepted: DiT keys only")
+        config = ModelConfig(**{**model.config.to_dict(), **recipe.model})
+        if config != model.config:     # another DiT architecture on the init's codec: the DiT starts fresh
+            clash = sorted(k for k in CODEC_FIELDS if getattr(config, k) != getattr(model.config, k))
+            if clash or recipe.kind != "base":
+                what = f"model keys {', '.join(clash)} belong to the codec" if clash else "a fine-tune keeps the DiT"
+                raise UserError(f"recipe {recipe.name}: {what} of its init {recipe.init!r}; accepted: DiT keys, "
+                                f"in base recipes only")
             torch.manual_seed(recipe.seed)
-            model = CausalDiT(ModelConfig(**{**model.config.to_dict(), **recipe.model}))
+            model = CausalDiT(config)
         return model, codec
     torch.manual_seed(recipe.seed)
     config = ModelConfig(**{"frame_size": recipe.frame_size, **recipe.model})
