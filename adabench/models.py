@@ -1,7 +1,8 @@
 """The embedded models: the causal DiT under each cache policy, as registered generators.
 
 Each factory takes the policy's parameters plus sampler, checkpoint and device settings,
-so ``adastate:state=1,window=3,pos=relative,steps=8`` builds one. Shipped checkpoints live
+so ``adastate:state=1,window=3,pos=relative,steps=8`` builds one (``chunk=N``: frames per
+chunk). Shipped checkpoints live
 in ``adabench/weights/<name>.safetensors`` (see ``manifest.json`` there); ``checkpoint=PATH``
 loads another one and ``checkpoint=random`` a fixed-seed untrained model (for tests and
 speed measurements only: it says so in ``describe()["weights"]``).
@@ -28,6 +29,10 @@ from adabench.sampler import FlowSampler
 WEIGHTS_DIR = Path(__file__).parent / "weights"
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 RANDOM_INIT_SEED = 0
+# Frames generated per chunk. The models are trained on chunks of 3 frames, but generating
+# frame by frame measured faster, truer camera motion on panworld-default (docs/models.md):
+# the later frames of a jointly denoised chunk lag behind the first.
+DEFAULT_CHUNK = 1
 # the recipe that produced each shipped checkpoint (for the rebuild hint)
 RECIPE_OF = {"adastate": "adastate-alpha2", "ff-anchor": "ff-anchor", "sliding-window": "sliding-window", "base": "base"}
 
@@ -56,11 +61,13 @@ def _device(device: str) -> torch.device:
 
 
 def build_generator(name: str, policy: CachePolicy, steps: int, shift: float, checkpoint: str | None,
-                    device: str, dtype: str) -> CausalGenerator:
+                    device: str, dtype: str, chunk: int = DEFAULT_CHUNK) -> CausalGenerator:
     from adabench.world.prompts import parse_prompt   # the embedded models speak PanWorld's grammar
 
     if dtype not in DTYPES:
         raise UserError(f"dtype {dtype!r} is invalid; accepted: {', '.join(DTYPES)}")
+    if isinstance(chunk, bool) or not isinstance(chunk, int) or chunk < 1:
+        raise UserError(f"chunk={chunk!r} is invalid; accepted: an integer >= 1 (frames generated per chunk)")
     if checkpoint == "random":
         model, codec = random_init(ModelConfig())
         weights = f"random-init(seed={RANDOM_INIT_SEED}): untrained"
@@ -73,25 +80,29 @@ def build_generator(name: str, policy: CachePolicy, steps: int, shift: float, ch
         weights = f"{path.name} ({meta.get('recipe', 'unknown recipe')}, {meta.get('steps', '?')} steps)"
     return CausalGenerator(name, model, codec, policy, FlowSampler(steps, shift),
                            lambda text: list(parse_prompt(text).tokens),
-                           device=_device(device), dtype=DTYPES[dtype], weights=weights)
+                           chunk_frames=chunk, device=_device(device), dtype=DTYPES[dtype], weights=weights)
 
 
 def ff_anchor(sink: int = 1, window: int = 3, pos: str = "absolute", steps: int = 4, shift: float = 3.0,
-              checkpoint: str | None = None, device: str = "cpu", dtype: str = "float32") -> CausalGenerator:
-    return build_generator("ff-anchor", FirstFrameAnchor(sink, window, pos), steps, shift, checkpoint, device, dtype)
+              checkpoint: str | None = None, device: str = "cpu", dtype: str = "float32",
+              chunk: int = DEFAULT_CHUNK) -> CausalGenerator:
+    return build_generator("ff-anchor", FirstFrameAnchor(sink, window, pos), steps, shift, checkpoint, device, dtype, chunk)
 
 
 def sliding_window(window: int = 4, pos: str = "absolute", steps: int = 4, shift: float = 3.0,
-                   checkpoint: str | None = None, device: str = "cpu", dtype: str = "float32") -> CausalGenerator:
-    return build_generator("sliding-window", SlidingWindow(window, pos), steps, shift, checkpoint, device, dtype)
+                   checkpoint: str | None = None, device: str = "cpu", dtype: str = "float32",
+                   chunk: int = DEFAULT_CHUNK) -> CausalGenerator:
+    return build_generator("sliding-window", SlidingWindow(window, pos), steps, shift, checkpoint, device, dtype, chunk)
 
 
 def base(window: int = 21, pos: str = "absolute", steps: int = 4, shift: float = 3.0,
-         checkpoint: str | None = None, device: str = "cpu", dtype: str = "float32") -> CausalGenerator:
+         checkpoint: str | None = None, device: str = "cpu", dtype: str = "float32",
+         chunk: int = DEFAULT_CHUNK) -> CausalGenerator:
     """The backbone before any policy fine-tune, with the block-causal window it was trained with."""
-    return build_generator("base", SlidingWindow(window, pos), steps, shift, checkpoint, device, dtype)
+    return build_generator("base", SlidingWindow(window, pos), steps, shift, checkpoint, device, dtype, chunk)
 
 
 def adastate(state: int = 1, window: int = 3, pos: str = "relative", steps: int = 4, shift: float = 3.0,
-             checkpoint: str | None = None, device: str = "cpu", dtype: str = "float32") -> CausalGenerator:
-    return build_generator("adastate", AdaptiveState(state, window, pos), steps, shift, checkpoint, device, dtype)
+             checkpoint: str | None = None, device: str = "cpu", dtype: str = "float32",
+             chunk: int = DEFAULT_CHUNK) -> CausalGenerator:
+    return build_generator("adastate", AdaptiveState(state, window, pos), steps, shift, checkpoint, device, dtype, chunk)

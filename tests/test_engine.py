@@ -24,9 +24,9 @@ POLICIES = [
 IDS = [p.spec() for p in POLICIES]
 
 
-def make_generator(tiny_model, policy: CachePolicy, steps: int = 2) -> CausalGenerator:
+def make_generator(tiny_model, policy: CachePolicy, steps: int = 2, chunk: int = 3) -> CausalGenerator:
     model, codec = tiny_model
-    return CausalGenerator("test", model, codec, policy, FlowSampler(steps, 3.0), fixed_tokens)
+    return CausalGenerator("test", model, codec, policy, FlowSampler(steps, 3.0), fixed_tokens, chunk_frames=chunk)
 
 
 def capture_calls(gen: CausalGenerator, **stream_kwargs):
@@ -47,8 +47,9 @@ def capture_calls(gen: CausalGenerator, **stream_kwargs):
 
 @pytest.mark.parametrize("policy", POLICIES, ids=IDS)
 @pytest.mark.parametrize("use_init", [False, True], ids=["t2v", "i2v"])
-def test_cached_rollout_equals_full_recomputation(tiny_model, policy, use_init):
-    gen = make_generator(tiny_model, policy)
+@pytest.mark.parametrize("chunk", [3, 1], ids=["chunk3", "chunk1"])
+def test_cached_rollout_equals_full_recomputation(tiny_model, policy, use_init, chunk):
+    gen = make_generator(tiny_model, policy, chunk=chunk)
     init = torch.rand(1, 3, 32, 32) if use_init else None
     chunks, calls = capture_calls(gen, seed=3, num_frames=(1 if use_init else 0) + 18, init=init)
     prompt = torch.tensor([fixed_tokens("")])
@@ -64,7 +65,7 @@ def test_cached_rollout_equals_full_recomputation(tiny_model, policy, use_init):
         history.append(Block_(lat, 0.0, layout, 0))
         committed, i = 1, 1
     while i < len(calls):
-        layout = policy.layout(committed, 3, committed, has_state)
+        layout = policy.layout(committed, chunk, committed, has_state)
         while i < len(calls):
             lat, t, out, is_commit = calls[i]
             ref = reference_velocity(gen.model, history + [Block_(lat, t, layout, committed)], prompt)
@@ -73,10 +74,11 @@ def test_cached_rollout_equals_full_recomputation(tiny_model, policy, use_init):
             i += 1
             if is_commit:
                 history.append(Block_(lat, 0.0, layout, committed))
-                committed += 3
+                committed += chunk
                 has_state = has_state or policy.state > 0
                 break
-    assert checked == 6 * 2 + 5          # 6 chunks x 2 steps + 5 commits (the last chunk is not committed)
+    chunks_made = 18 // chunk
+    assert checked == chunks_made * 2 + chunks_made - 1   # 2 steps per chunk + a commit for all but the last
 
 
 def test_recomputation_detects_a_wrong_layout(tiny_model):
