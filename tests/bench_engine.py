@@ -23,7 +23,7 @@ _medians: dict[tuple[str, int], float] = {}
 
 def _chunk_stepper(model: str, at_chunk: int):
     gen = GENERATORS.build(model)
-    stream = gen.stream(PROMPT, 0, 3 * (at_chunk + ROUNDS + 10))
+    stream = gen.stream(PROMPT, 0, gen.chunk_frames * (at_chunk + ROUNDS + 10))
     for _ in itertools.islice(stream, at_chunk):
         pass
     return lambda: next(stream)

@@ -40,11 +40,11 @@ def test_unknown_names_suggest():
 
 
 def test_embedded_generators_take_a_chunk_size():
-    assert GENERATORS.build("ff-anchor:checkpoint=random").chunk_frames == 1       # frame by frame by default
-    gen = GENERATORS.build("adastate:checkpoint=random,chunk=3")
-    assert gen.chunk_frames == 3 and gen.describe()["chunk_frames"] == 3
+    assert GENERATORS.build("ff-anchor:checkpoint=random").chunk_frames == 3       # the training chunking
+    gen = GENERATORS.build("adastate:checkpoint=random,chunk=2")
+    assert gen.chunk_frames == 2 and gen.describe()["chunk_frames"] == 2
     chunks = list(gen.stream("a slow pan left over a city with red circles", seed=0, num_frames=7))
-    assert [c.num_frames for c in chunks] == [3, 3, 1]
+    assert [c.num_frames for c in chunks] == [2, 2, 2, 1]
     for bad in ("0", "1.5", "true"):
         with pytest.raises(UserError, match="chunk=.* is invalid; accepted: an integer >= 1"):
             GENERATORS.build(f"base:checkpoint=random,chunk={bad}")
