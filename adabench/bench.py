@@ -13,6 +13,7 @@ import dataclasses
 import json
 import math
 import platform
+import re
 import sys
 import time
 from pathlib import Path
@@ -123,7 +124,7 @@ def write_report(out: Path, records: list[dict], models: list[dict], args: argpa
 
 
 def main(argv: list[str] | None = None) -> int:
-    from adabench.registry import GENERATORS, SUITES
+    from adabench.registry import GENERATORS, SUITES, split_specs
 
     try:
         args = parse_args(argv)
@@ -134,18 +135,19 @@ def main(argv: list[str] | None = None) -> int:
         horizons = sorted({int(h) for h in args.frames.split(",")})
         if not horizons or horizons[0] < 1:
             raise UserError(f"--frames {args.frames!r} is invalid; accepted: comma-separated integers >= 1")
-        metric_specs = [m for m in args.metrics.split(",") if m]
-        generators = [GENERATORS.build(m, device=args.device) for m in args.models.split(",")]
+        metric_specs = split_specs(args.metrics)
+        model_specs = split_specs(args.models)
+        generators = [GENERATORS.build(m, device=args.device) for m in model_specs]
     except (UserError, ValueError) as exc:
         print(f"adabench bench: error: {exc}", file=sys.stderr)
         return EXIT_USER_ERROR
     records, models = [], []
     (out / "results.jsonl").write_text("")
-    for spec, gen in zip(args.models.split(","), generators):
+    for spec, gen in zip(model_specs, generators):
         models.append({"spec": spec, **gen.describe()})
         for pi, prompt in enumerate(prompts):
             for seed in seeds:
-                path = out / "videos" / f"{spec.replace(':', '_')}-p{pi}-s{seed}.mp4"
+                path = out / "videos" / f"{re.sub(r'[^A-Za-z0-9._=-]+', '_', spec)}-p{pi}-s{seed}.mp4"
                 t0 = time.perf_counter()
                 try:
                     jobs = [{"frames": h, **r} for h, r in score_job(gen, prompt, seed, horizons, metric_specs, path).items()]

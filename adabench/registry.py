@@ -62,6 +62,22 @@ def parse_spec(spec: str) -> tuple[str, dict[str, Any]]:
     return name.strip(), kwargs
 
 
+def split_specs(text: str) -> list[str]:
+    """A comma-separated list of specs, whose own arguments may hold commas:
+    ``"base:checkpoint=a.safetensors,chunk=1,ff-anchor"`` -> ``["base:checkpoint=a.safetensors,chunk=1",
+    "ff-anchor"]``. A piece with ``=`` before any ``:`` is an argument of the spec before it."""
+    specs: list[str] = []
+    for piece in (p.strip() for p in text.split(",")):
+        if not piece:
+            continue
+        key, eq, _ = piece.partition("=")
+        if eq and ":" not in key and specs:
+            specs[-1] += "," + piece
+        else:
+            specs.append(piece)
+    return specs
+
+
 class Registry:
     """A named collection of lazily imported factories."""
 

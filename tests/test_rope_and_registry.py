@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from adabench.errors import UserError
-from adabench.registry import GENERATORS, POLICIES, parse_spec
+from adabench.registry import GENERATORS, POLICIES, parse_spec, split_specs
 from adabench.rope import apply_rope, rope_angles
 
 
@@ -48,3 +48,11 @@ def test_embedded_generators_take_a_chunk_size():
     for bad in ("0", "1.5", "true"):
         with pytest.raises(UserError, match="chunk=.* is invalid; accepted: an integer >= 1"):
             GENERATORS.build(f"base:checkpoint=random,chunk={bad}")
+
+
+def test_spec_lists_keep_each_specs_own_arguments():
+    text = "base:checkpoint=runs/a.safetensors,chunk=1, ff-anchor,adastate:chunk=1,window=2,panworld-gt"
+    assert split_specs(text) == ["base:checkpoint=runs/a.safetensors,chunk=1", "ff-anchor",
+                                 "adastate:chunk=1,window=2", "panworld-gt"]
+    assert split_specs("") == [] and split_specs("flow,motion-fidelity") == ["flow", "motion-fidelity"]
+    assert parse_spec(split_specs("base:checkpoint=x,chunk=1")[0]) == ("base", {"checkpoint": "x", "chunk": 1})
