@@ -112,11 +112,11 @@ class CausalGenerator:
             ctx = rollout.context(layout, probe)
             noise = torch.randn(shape, generator=noise_gen).to(self.device, self.dtype)
 
-            def velocity(x: torch.Tensor, t: float) -> torch.Tensor:
-                tt = torch.full((1, 1), t, device=self.device)
+            def velocity(x: torch.Tensor, t: float | torch.Tensor) -> torch.Tensor:
+                tt = torch.as_tensor(t, dtype=torch.float32, device=self.device).reshape(1, -1)   # [1, 1 | Fs + F]
                 return self.model(x, tt, tokens, None, context=ctx, state_frames=n_state, rope=ctx.rope)
 
-            clean = self.sampler.sample(velocity, noise)                              # [1, Fs + F, C, h, w]
+            clean = self.sampler.sample(velocity, noise, n_state)                     # [1, Fs + F, C, h, w]
             _sync(self.device)
             t1 = time.perf_counter()
             keep = min(self.chunk_frames, num_frames - emitted)

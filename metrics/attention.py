@@ -238,8 +238,8 @@ class AttentionProbe:
 
     @classmethod
     def for_generator(cls, generator: Any, **kwargs: Any) -> "AttentionProbe":
-        """A probe that knows the generator's sampler steps, so that commit passes are excluded."""
-        return cls(sampler_steps=int(generator.sampler.steps), **kwargs)
+        """A probe that knows the generator's denoising passes per chunk, so that commit passes are excluded."""
+        return cls(sampler_steps=int(generator.sampler.passes(generator.chunk_frames)), **kwargs)
 
     def _reset_chunk(self) -> None:
         self._pass, self._last_layer = -1, None

@@ -17,9 +17,10 @@ from adabench.rope import apply_rope
 
 
 class Block_:
-    """One block of the rollout: its latents [1, n, C, h, w], time t, layout, and how many state frames lead it."""
+    """One block of the rollout: its latents [1, n, C, h, w], time t (one for the block, or per frame
+    [n] for a staggered sampler), layout, and how many state frames lead it."""
 
-    def __init__(self, latents: torch.Tensor, t: float, layout: ChunkLayout, first_frame: int) -> None:
+    def __init__(self, latents: torch.Tensor, t: float | torch.Tensor, layout: ChunkLayout, first_frame: int) -> None:
         self.latents, self.t, self.layout, self.first_frame = latents, t, layout, first_frame
         self.state_frames = len(layout.state_positions)
         self.n = latents.shape[1]
@@ -88,8 +89,9 @@ def reference_velocity(model: CausalDiT, blocks: list[Block_], prompt: torch.Ten
         x = model.patch_embed(model.patchify(blk.latents))[0]                        # [N_b, D]
         if blk.state_frames:
             x[: blk.state_frames * tpf] += model.state_embed
-        temb = model.time_mlp(timestep_embedding(torch.full((1, 1), blk.t), cfg.width))
-        conds.append(temb + model.prompt_embed(prompt).sum(1, keepdim=True))        # [1, 1, D]
+        t = torch.as_tensor(blk.t, dtype=torch.float32).reshape(1, -1)              # [1, 1 | n]
+        temb = model.time_mlp(timestep_embedding(t, cfg.width))
+        conds.append(temb + model.prompt_embed(prompt).sum(1, keepdim=True))        # [1, 1 | n, D]
         hidden.append(x)
 
     heads, dh = cfg.heads, cfg.head_dim

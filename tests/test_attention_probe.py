@@ -144,9 +144,9 @@ def test_head_homogenisation_is_one_for_identical_heads_and_lower_otherwise():
 
 
 # --- with the real generator ------------------------------------------------------------------
-def make_generator(tiny_model, policy) -> CausalGenerator:
+def make_generator(tiny_model, policy, stagger: int = 0) -> CausalGenerator:
     model, codec = tiny_model
-    return CausalGenerator("test", model, codec, policy, FlowSampler(2, 3.0), fixed_tokens)
+    return CausalGenerator("test", model, codec, policy, FlowSampler(2, 3.0, stagger), fixed_tokens)
 
 
 def probed_rollout(gen: CausalGenerator, probe: AttentionProbe, **kwargs) -> list[Chunk]:
@@ -200,6 +200,9 @@ def test_steps_choice_and_commit_exclusion(tiny_model):
                         "every-pass": AttentionProbe(max_queries=4)}.items():
         counts[name] = [c.attention["passes"] for c in probed_rollout(gen, probe, seed=1, num_frames=6)]
     assert counts == {"all": [2, 2], "last": [1, 1], "every-pass": [3, 2]}     # last chunk is never committed
+    staggered = make_generator(tiny_model, SlidingWindow(window=3), stagger=1)   # 2 steps + 2 lags per chunk of 3
+    probe = AttentionProbe.for_generator(staggered, max_queries=4)
+    assert [c.attention["passes"] for c in probed_rollout(staggered, probe, seed=1, num_frames=6)] == [4, 4]
 
 
 def test_metric_ignores_chunks_without_attention():

@@ -24,9 +24,9 @@ POLICIES = [
 IDS = [p.spec() for p in POLICIES]
 
 
-def make_generator(tiny_model, policy: CachePolicy, steps: int = 2, chunk: int = 3) -> CausalGenerator:
+def make_generator(tiny_model, policy: CachePolicy, steps: int = 2, chunk: int = 3, stagger: int = 0) -> CausalGenerator:
     model, codec = tiny_model
-    return CausalGenerator("test", model, codec, policy, FlowSampler(steps, 3.0), fixed_tokens, chunk_frames=chunk)
+    return CausalGenerator("test", model, codec, policy, FlowSampler(steps, 3.0, stagger), fixed_tokens, chunk_frames=chunk)
 
 
 def capture_calls(gen: CausalGenerator, **stream_kwargs):
@@ -35,7 +35,7 @@ def capture_calls(gen: CausalGenerator, **stream_kwargs):
 
     def hook(module, args, kwargs, output):
         ctx = kwargs["context"]
-        calls.append((args[0].clone(), float(args[1].flatten()[0]), output.clone(), ctx.recorded is not None))
+        calls.append((args[0].clone(), args[1][0].clone(), output.clone(), ctx.recorded is not None))   # t [1 | n]
 
     handle = gen.model.register_forward_hook(hook, with_kwargs=True)
     try:
@@ -47,9 +47,9 @@ def capture_calls(gen: CausalGenerator, **stream_kwargs):
 
 @pytest.mark.parametrize("policy", POLICIES, ids=IDS)
 @pytest.mark.parametrize("use_init", [False, True], ids=["t2v", "i2v"])
-@pytest.mark.parametrize("chunk", [3, 1], ids=["chunk3", "chunk1"])
-def test_cached_rollout_equals_full_recomputation(tiny_model, policy, use_init, chunk):
-    gen = make_generator(tiny_model, policy, chunk=chunk)
+@pytest.mark.parametrize("chunk,stagger", [(3, 0), (1, 0), (3, 1)], ids=["chunk3", "chunk1", "chunk3-stagger1"])
+def test_cached_rollout_equals_full_recomputation(tiny_model, policy, use_init, chunk, stagger):
+    gen = make_generator(tiny_model, policy, chunk=chunk, stagger=stagger)
     init = torch.rand(1, 3, 32, 32) if use_init else None
     chunks, calls = capture_calls(gen, seed=3, num_frames=(1 if use_init else 0) + 18, init=init)
     prompt = torch.tensor([fixed_tokens("")])
@@ -78,7 +78,8 @@ def test_cached_rollout_equals_full_recomputation(tiny_model, policy, use_init, 
                 has_state = has_state or policy.state > 0
                 break
     chunks_made = 18 // chunk
-    assert checked == chunks_made * 2 + chunks_made - 1   # 2 steps per chunk + a commit for all but the last
+    passes = 2 + (chunk - 1) * stagger                     # 2 steps per frame, frames starting `stagger` apart
+    assert checked == chunks_made * passes + chunks_made - 1   # + a commit for all but the last
 
 
 def test_recomputation_detects_a_wrong_layout(tiny_model):
