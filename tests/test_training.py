@@ -71,7 +71,8 @@ def test_model_overrides_build_a_fresh_dit_on_the_inits_codec(tmp_path):
 def test_codec_base_and_policies_train_end_to_end(tmp_path):
     """Tiny versions of the real recipes: losses go down and checkpoints round-trip."""
     chain = [tiny("codec", steps=30, lr=3e-3), tiny("base", steps=12, lr=2e-3),
-             tiny("adastate-alpha2", steps=4, lr=1e-3), tiny("ff-anchor", steps=2), tiny("sliding-window", steps=2)]
+             tiny("adastate-alpha2", steps=4, lr=1e-3), tiny("ff-anchor", steps=2), tiny("sliding-window", steps=2),
+             tiny("adastate-alpha0", steps=3, lr=1e-3, sampler_stagger=1)]      # the staggered sampler unrolled
     for recipe in chain:
         before = None
         if recipe.init:
@@ -80,6 +81,7 @@ def test_codec_base_and_policies_train_end_to_end(tmp_path):
         path = loop.train(recipe, tmp_path, progress=False)
         model, codec, meta = load_model(path)
         assert meta["recipe"] == recipe.name and int(meta["steps"]) == recipe.steps
+        assert meta.get("sampler_stagger") == (str(recipe.sampler_stagger) if recipe.kind != "codec" else None)
         logged = [json.loads(l) for l in (tmp_path / f"{recipe.name}.log.jsonl").read_text().splitlines()]
         assert [r["step"] for r in logged] == list(range(recipe.steps))
         if recipe.kind == "codec":

@@ -49,6 +49,8 @@ def train(recipe: Recipe, out: Path, device: str = "cpu", init_dir: Path | None 
         module.to(dev).train()
     optimizer = torch.optim.AdamW(objective.trainable(), lr=recipe.lr, weight_decay=recipe.weight_decay)
     meta = {"recipe": recipe.name, "recipe_digest": recipe.digest()}
+    if recipe.kind in ("base", "policy"):         # the sampler pyramid it was trained on (adabench.sampler)
+        meta["sampler_stagger"] = str(recipe.sampler_stagger)
 
     last, log_path = out / f"{recipe.name}.{LAST}", out / f"{recipe.name}.log.jsonl"
     start = 0

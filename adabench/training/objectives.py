@@ -32,7 +32,7 @@ from adabench.config import ModelConfig
 from adabench.errors import UserError
 from adabench.registry import POLICIES
 from adabench.rollout import Rollout
-from adabench.sampler import shifted_schedule
+from adabench.sampler import FlowSampler, frame_lags, shift_time
 from adabench.training.data import ClipBatch, clip_batch
 from adabench.training.recipe import Recipe
 from adabench.world.prompts import parse_prompt
@@ -44,10 +44,14 @@ def horizon_weights(num_frames: int, alpha: float) -> torch.Tensor:
     return w / w.mean()
 
 
-def sample_times(batch: int, shift: float, generator: torch.Generator | None = None) -> torch.Tensor:
-    """Flow times [B, 1], uniform then shifted toward noise like the sampler's schedule."""
-    u = torch.rand(batch, 1, generator=generator)
-    return shift * u / (1.0 + (shift - 1.0) * u)
+def sample_times(batch: int, shift: float, lags: torch.Tensor | None = None) -> torch.Tensor:
+    """Flow times, uniform then shifted toward noise like the sampler's schedule: [B, 1] for
+    one time per block, or [B, n] for frames that start ``lags`` [n] steps-fractions after the
+    first (a staggered sampler: lag = k * stagger / steps), on the same pyramid the sampler walks."""
+    if lags is None or not bool(lags.any()):
+        return shift_time(torch.rand(batch, 1), shift)
+    progress = torch.rand(batch, 1) * (1.0 + lags.max())                         # the first frame's progress
+    return shift_time(1.0 - (progress - lags[None, :]).clamp(0.0, 1.0), shift)   # [B, n]
 
 
 CODEC_FIELDS = {"frame_size", "codec", "latent_channels", "latent_size"}
@@ -177,6 +181,11 @@ class _RolloutObjective(_ModelObjective):
         i2v = torch.rand(()) < r.i2v_fraction
         return batch, latents, bool(i2v)
 
+    def lags(self, state_frames: int) -> torch.Tensor:
+        """Start lag of each frame of a block as a fraction of the sampler's steps, [Fs + F]."""
+        r = self.recipe
+        return frame_lags(state_frames, r.chunk_frames, r.sampler_stagger).float() / r.sampler_steps
+
     def noisy_context(self, clean: torch.Tensor) -> torch.Tensor:
         level = self.recipe.context_noise
         if level <= 0:
@@ -202,7 +211,7 @@ class BaseObjective(_RolloutObjective):
             x0 = lat[:, start:start + r.chunk_frames]                          # [B, F, C, h, w]
             layout = rollout.layout(r.chunk_frames, with_state=False)
             ctx = rollout.context(layout)
-            t = sample_times(b, r.sampler_shift).to(device)
+            t = sample_times(b, r.sampler_shift, self.lags(0)).to(device)          # [B, 1 | F]
             noise = torch.randn_like(x0)
             xt = (1 - t[..., None, None, None]) * x0 + t[..., None, None, None] * noise
             v = self.model(xt, t, batch.tokens, None, context=ctx, rope=ctx.rope)
@@ -220,7 +229,7 @@ class PolicyObjective(_RolloutObjective):
         b = lat.shape[0]
         n_state, fr = self.policy.state, r.chunk_frames
         self_context = bool(torch.rand(()) < r.self_rollout)
-        times = shifted_schedule(r.sampler_steps, r.sampler_shift).tolist()
+        sampler = FlowSampler(r.sampler_steps, r.sampler_shift, r.sampler_stagger)
         weights = horizon_weights(r.clip_chunks * fr, r.horizon_alpha).to(device)   # [N] per generated frame
         rollout = Rollout(self.model, self.policy, b, device)
         first = 0
@@ -234,16 +243,18 @@ class PolicyObjective(_RolloutObjective):
             target = lat[:, start:start + fr]                                   # [B, F, C, h, w]
             layout = rollout.layout(fr)
             ctx = rollout.context(layout)
-            x = torch.randn(b, n_state + fr, *target.shape[2:], device=device)
-            for t_now, t_next in zip(times[:-1], times[1:]):                   # the inference sampler, with grad
-                tt = torch.full((b, 1), t_now, device=device)
-                x = x + (t_next - t_now) * self.model(x, tt, batch.tokens, None, context=ctx,
-                                                      state_frames=n_state, rope=ctx.rope)
+
+            def velocity(x: torch.Tensor, t: float | torch.Tensor) -> torch.Tensor:
+                tt = torch.as_tensor(t, dtype=torch.float32, device=device).reshape(1, -1).expand(b, -1)
+                return self.model(x, tt, batch.tokens, None, context=ctx, state_frames=n_state, rope=ctx.rope)
+
+            noise = torch.randn(b, n_state + fr, *target.shape[2:], device=device)
+            x = sampler.sample(velocity, noise, n_state)                          # the inference sampler, with grad
             w = weights[c * fr:(c + 1) * fr].view(1, fr, 1, 1, 1)
             x0_terms.append(((x[:, n_state:] - target) ** 2 * w).mean())
             if r.flow_weight > 0:   # keep the velocity field a flow toward the data, state as the rollout made it
                 clean = torch.cat([x[:, :n_state], target], dim=1)
-                t = sample_times(b, r.sampler_shift).to(device)
+                t = sample_times(b, r.sampler_shift, self.lags(n_state)).to(device)   # [B, 1 | Fs + F]
                 noise = torch.randn_like(clean)
                 xt = (1 - t[..., None, None, None]) * clean + t[..., None, None, None] * noise
                 v = self.model(xt, t, batch.tokens, None, context=ctx, state_frames=n_state, rope=ctx.rope)
@@ -253,7 +264,7 @@ class PolicyObjective(_RolloutObjective):
                 rollout.commit(layout, torch.cat([x[:, :n_state], content], dim=1), batch.tokens, ctx)
         x0_loss = torch.stack(x0_terms).mean()
         flow_loss = torch.stack(flow_terms).mean() if flow_terms else torch.zeros((), device=device)
-        loss = x0_loss + r.flow_weight * flow_loss
+        loss = r.x0_weight * x0_loss + r.flow_weight * flow_loss
         return loss, {"x0_mse": x0_loss.item(), "flow_mse": flow_loss.item(), "self_context": float(self_context)}
 
 

@@ -39,9 +39,11 @@ class Recipe:
     context_noise: float = 0.0     # noisy-context augmentation: max noise level mixed into committed context
     sampler_steps: int = 4         # policy fine-tunes: the unrolled sampler (same as inference)
     sampler_shift: float = 3.0
+    sampler_stagger: int = 0       # steps between the starts of a chunk's consecutive frames (adabench.sampler)
     self_rollout: float = 0.0      # share of batches whose context is the model's own output
     horizon_alpha: float = 0.0     # horizon-weighted loss strength (AdaState): w_i ~ 1 + alpha * i / N
     flow_weight: float = 1.0       # policy fine-tunes: weight of the flow-matching term next to x0 regression
+    x0_weight: float = 1.0         # policy fine-tunes: weight of the x0 regression of the unrolled sampler's output
     latent_equivariance: float = 0.0    # codec: weight of the latent shift-equivariance error
     decoder_equivariance: float = 0.0   # codec: weight of decoding a moved latent against the moved frame
     model: dict = field(default_factory=dict)   # ModelConfig overrides for a fresh model (tests use tiny ones)
