@@ -2,7 +2,7 @@
 
 Each factory takes the policy's parameters plus sampler, checkpoint and device settings,
 so ``adastate:state=1,window=3,pos=relative,steps=8`` builds one (``chunk=N``: frames per
-chunk). Shipped checkpoints live
+chunk; ``stagger=N``: frame k of a chunk starts k * N sampler steps after the first). Shipped checkpoints live
 in ``adabench/weights/<name>.safetensors`` (see ``manifest.json`` there); ``checkpoint=PATH``
 loads another one and ``checkpoint=random`` a fixed-seed untrained model (for tests and
 speed measurements only: it says so in ``describe()["weights"]``).
@@ -33,6 +33,10 @@ RANDOM_INIT_SEED = 0
 # (chunk F = 3, >= 100 frames/s for the default model on 2 CPU cores). chunk=1 (frame by
 # frame) measured truer camera speed at about half the throughput (docs/models.md).
 DEFAULT_CHUNK = 3
+# Staggered sampling (adabench.sampler): the default chunk of 3 in 4 + 2 passes. On the shipped
+# weights (fine-tuned with the plain sampler) it measured truer camera speed than stagger 0
+# at 21-126 frames (docs/models.md); stagger=0 restores the plain sampler.
+DEFAULT_STAGGER = 1
 # the recipe that produced each shipped checkpoint (for the rebuild hint)
 RECIPE_OF = {"adastate": "adastate-alpha2", "ff-anchor": "ff-anchor", "sliding-window": "sliding-window", "base": "base"}
 
@@ -61,7 +65,8 @@ def _device(device: str) -> torch.device:
 
 
 def build_generator(name: str, policy: CachePolicy, steps: int, shift: float, checkpoint: str | None,
-                    device: str, dtype: str, chunk: int = DEFAULT_CHUNK) -> CausalGenerator:
+                    device: str, dtype: str, chunk: int = DEFAULT_CHUNK, stagger: int = DEFAULT_STAGGER
+                    ) -> CausalGenerator:
     from adabench.world.prompts import parse_prompt   # the embedded models speak PanWorld's grammar
 
     if dtype not in DTYPES:
@@ -78,31 +83,31 @@ def build_generator(name: str, policy: CachePolicy, steps: int, shift: float, ch
                 f"`python -m adabench.training.ship --runs runs/train {recipe}={name}")
         model, codec, meta = load_model(path, rebuild_hint=hint)
         weights = f"{path.name} ({meta.get('recipe', 'unknown recipe')}, {meta.get('steps', '?')} steps)"
-    return CausalGenerator(name, model, codec, policy, FlowSampler(steps, shift),
+    return CausalGenerator(name, model, codec, policy, FlowSampler(steps, shift, stagger),
                            lambda text: list(parse_prompt(text).tokens),
                            chunk_frames=chunk, device=_device(device), dtype=DTYPES[dtype], weights=weights)
 
 
 def ff_anchor(sink: int = 1, window: int = 3, pos: str = "absolute", steps: int = 4, shift: float = 3.0,
               checkpoint: str | None = None, device: str = "cpu", dtype: str = "float32",
-              chunk: int = DEFAULT_CHUNK) -> CausalGenerator:
-    return build_generator("ff-anchor", FirstFrameAnchor(sink, window, pos), steps, shift, checkpoint, device, dtype, chunk)
+              chunk: int = DEFAULT_CHUNK, stagger: int = DEFAULT_STAGGER) -> CausalGenerator:
+    return build_generator("ff-anchor", FirstFrameAnchor(sink, window, pos), steps, shift, checkpoint, device, dtype, chunk, stagger)
 
 
 def sliding_window(window: int = 4, pos: str = "absolute", steps: int = 4, shift: float = 3.0,
                    checkpoint: str | None = None, device: str = "cpu", dtype: str = "float32",
-                   chunk: int = DEFAULT_CHUNK) -> CausalGenerator:
-    return build_generator("sliding-window", SlidingWindow(window, pos), steps, shift, checkpoint, device, dtype, chunk)
+                   chunk: int = DEFAULT_CHUNK, stagger: int = DEFAULT_STAGGER) -> CausalGenerator:
+    return build_generator("sliding-window", SlidingWindow(window, pos), steps, shift, checkpoint, device, dtype, chunk, stagger)
 
 
 def base(window: int = 21, pos: str = "absolute", steps: int = 4, shift: float = 3.0,
          checkpoint: str | None = None, device: str = "cpu", dtype: str = "float32",
-         chunk: int = DEFAULT_CHUNK) -> CausalGenerator:
+         chunk: int = DEFAULT_CHUNK, stagger: int = DEFAULT_STAGGER) -> CausalGenerator:
     """The backbone before any policy fine-tune, with the block-causal window it was trained with."""
-    return build_generator("base", SlidingWindow(window, pos), steps, shift, checkpoint, device, dtype, chunk)
+    return build_generator("base", SlidingWindow(window, pos), steps, shift, checkpoint, device, dtype, chunk, stagger)
 
 
 def adastate(state: int = 1, window: int = 3, pos: str = "relative", steps: int = 4, shift: float = 3.0,
              checkpoint: str | None = None, device: str = "cpu", dtype: str = "float32",
-             chunk: int = DEFAULT_CHUNK) -> CausalGenerator:
-    return build_generator("adastate", AdaptiveState(state, window, pos), steps, shift, checkpoint, device, dtype, chunk)
+             chunk: int = DEFAULT_CHUNK, stagger: int = DEFAULT_STAGGER) -> CausalGenerator:
+    return build_generator("adastate", AdaptiveState(state, window, pos), steps, shift, checkpoint, device, dtype, chunk, stagger)

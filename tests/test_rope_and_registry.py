@@ -39,6 +39,15 @@ def test_unknown_names_suggest():
         POLICIES.build("sliding-window:windo=3")
 
 
+def test_embedded_generators_stagger_their_chunks_by_default():
+    gen = GENERATORS.build("adastate:checkpoint=random")
+    assert gen.sampler.stagger == 1 and gen.describe()["stagger"] == 1
+    assert gen.sampler.passes(gen.chunk_frames) == 4 + 2
+    assert GENERATORS.build("adastate:checkpoint=random,stagger=0").sampler.passes(3) == 4
+    with pytest.raises(UserError, match="stagger=-1 is invalid; accepted: an integer >= 0"):
+        GENERATORS.build("base:checkpoint=random,stagger=-1")
+
+
 def test_embedded_generators_take_a_chunk_size():
     assert GENERATORS.build("ff-anchor:checkpoint=random").chunk_frames == 3       # the training chunking
     gen = GENERATORS.build("adastate:checkpoint=random,chunk=2")
