@@ -37,7 +37,7 @@ class Recipe:
     i2v_fraction: float = 0.5      # share of batches that start from a ground-truth first frame
     policy: str = "sliding-window:window=21"   # attention pattern trained in
     context_noise: float = 0.0     # noisy-context augmentation: max noise level mixed into committed context
-    sampler_steps: int = 4         # policy fine-tunes: the unrolled sampler (same as inference)
+    sampler_steps: int = 4         # policy fine-tunes: the unrolled sampler's steps (inference's default too)
     sampler_shift: float = 3.0
     sampler_stagger: int = 0       # steps between the starts of a chunk's consecutive frames (adabench.sampler)
     self_rollout: float = 0.0      # share of batches whose context is the model's own output
