@@ -39,9 +39,9 @@ def test_unknown_names_suggest():
         POLICIES.build("sliding-window:windo=3")
 
 
-def test_embedded_generators_stagger_their_chunks_by_default():
+def test_embedded_generators_stagger_their_chunks_at_shift_5_by_default():
     gen = GENERATORS.build("adastate:checkpoint=random")
-    assert gen.sampler.stagger == 1 and gen.describe()["stagger"] == 1
+    assert gen.sampler.stagger == 1 and gen.describe()["stagger"] == 1 and gen.sampler.shift == 5.0
     assert gen.sampler.passes(gen.chunk_frames) == 4 + 2
     assert GENERATORS.build("adastate:checkpoint=random,stagger=0").sampler.passes(3) == 4
     with pytest.raises(UserError, match="stagger=-1 is invalid; accepted: an integer >= 0"):
