@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import sys
 
 from adabench.errors import EXIT_USER_ERROR, UserError
@@ -42,6 +43,9 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("adabench: interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:              # the reader went away (`adabench list | head`): stop quietly
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())   # no second error at exit flush
+        return 141                       # 128 + SIGPIPE, as a shell reports it
 
 
 if __name__ == "__main__":

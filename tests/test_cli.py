@@ -71,3 +71,22 @@ def test_list_shows_everything(capsys):
     for word in ("adastate", "ff-anchor", "sliding-window", "panworld-gt", "panworld-default", "dynamic-degree",
                  "desert", "triangles"):
         assert word in text
+
+
+def test_a_reader_that_goes_away_is_no_traceback(tmp_path, monkeypatch):
+    """`adabench list | head -1`: the closed pipe ends the command quietly with 128 + SIGPIPE."""
+    import io
+
+    class ClosedPipe(io.TextIOBase):
+        def __init__(self, fd: int) -> None:
+            self.fd = fd
+
+        def write(self, text: str) -> int:
+            raise BrokenPipeError(32, "Broken pipe")
+
+        def fileno(self) -> int:
+            return self.fd
+
+    with open(tmp_path / "sink", "w") as sink:
+        monkeypatch.setattr(sys, "stdout", ClosedPipe(sink.fileno()))
+        assert main(["list"]) == 141
