@@ -174,6 +174,11 @@ class FrameCache:
         self.v = [torch.zeros(shape, device=device, dtype=dtype) for _ in range(depth)]
         self.held: list[CachedItem | None] = [None] * policy.capacity   # what each slot holds
 
+    def detach(self) -> None:
+        """Cut autograd history at the stored K/V (truncated back-propagation through the cache)."""
+        self.k = [k.detach() for k in self.k]
+        self.v = [v.detach() for v in self.v]
+
     @property
     def bytes_per_slot(self) -> int:
         k = self.k[0]

@@ -46,6 +46,13 @@ def test_every_shipped_recipe_loads():
         load_recipe("nope")
 
 
+def test_a_negative_truncation_is_refused(tmp_path):
+    path = tmp_path / "bad.toml"
+    path.write_text('[recipe]\nname = "bad"\nkind = "policy"\nbptt_chunks = -1\n')
+    with pytest.raises(UserError, match="bptt_chunks -1 is invalid; accepted: an integer >= 0"):
+        load_recipe(str(path))
+
+
 def test_horizon_weights():
     assert torch.allclose(horizon_weights(4, 0.0), torch.ones(4))
     w = horizon_weights(4, 2.0)                    # 1 + 2 * i / 4 = 1, 1.5, 2, 2.5 -> mean 1.75
@@ -126,9 +133,11 @@ def test_missing_and_corrupted_checkpoints_name_the_file_and_the_command(tmp_pat
         load_model(bad, rebuild_hint="adabench train adastate-alpha2 --out x")
 
 
-def test_state_learns_through_the_recurrence(tiny_model):
+@pytest.mark.parametrize("truncate", [False, True])
+def test_state_learns_through_the_recurrence(tiny_model, truncate):
     """A later chunk's loss reaches the state produced two chunks earlier, and the state's
-    embedding parameter, only through the cache."""
+    embedding parameter, only through the cache; cutting the cache's history after the first
+    commit (truncated back-propagation, recipe key ``bptt_chunks``) leaves that state no gradient."""
     model, _ = tiny_model
     policy = AdaptiveState(state=1, window=3)
     rollout = Rollout(model, policy, batch=1)
@@ -153,9 +162,14 @@ def test_state_learns_through_the_recurrence(tiny_model):
                 loss = (x[:, 1:] ** 2).mean()
             else:
                 rollout.commit(layout, x, prompt, ctx)
+                if truncate and c == 0:
+                    rollout.cache.detach()
         loss.backward()
-    assert first_state.grad is not None and first_state.grad.abs().sum() > 0
-    assert model.state_embed.grad is not None and model.state_embed.grad.abs().sum() > 0
+    assert model.state_embed.grad is not None and model.state_embed.grad.abs().sum() > 0   # via later chunks' own states
+    if truncate:
+        assert first_state.grad is None
+    else:
+        assert first_state.grad is not None and first_state.grad.abs().sum() > 0
     model.zero_grad()
 
 

@@ -262,6 +262,8 @@ class PolicyObjective(_RolloutObjective):
             if c + 1 < r.clip_chunks:
                 content = x[:, n_state:] if self_context else target
                 rollout.commit(layout, torch.cat([x[:, :n_state], content], dim=1), batch.tokens, ctx)
+                if r.bptt_chunks and (c + 1) % r.bptt_chunks == 0:
+                    rollout.cache.detach()          # truncated back-propagation through the recurrence
         x0_loss = torch.stack(x0_terms).mean()
         flow_loss = torch.stack(flow_terms).mean() if flow_terms else torch.zeros((), device=device)
         loss = r.x0_weight * x0_loss + r.flow_weight * flow_loss

@@ -40,6 +40,7 @@ class Recipe:
     sampler_steps: int = 4         # policy fine-tunes: the unrolled sampler's steps (inference's default too)
     sampler_shift: float = 3.0
     sampler_stagger: int = 0       # steps between the starts of a chunk's consecutive frames (adabench.sampler)
+    bptt_chunks: int = 0           # policy fine-tunes: cut gradients through the cache every N chunks (0: never)
     self_rollout: float = 0.0      # share of batches whose context is the model's own output
     horizon_alpha: float = 0.0     # horizon-weighted loss strength (AdaState): w_i ~ 1 + alpha * i / N
     flow_weight: float = 1.0       # policy fine-tunes: weight of the flow-matching term next to x0 regression
@@ -72,6 +73,9 @@ def load_recipe(name_or_path: str) -> Recipe:
     if unknown:
         raise UserError(f"recipe {name_or_path}: unknown keys {', '.join(unknown)}; accepted: {', '.join(sorted(known))}")
     recipe = Recipe(**data)
+    if recipe.bptt_chunks < 0:
+        raise UserError(f"recipe {name_or_path}: bptt_chunks {recipe.bptt_chunks} is invalid; accepted: an integer >= 0 "
+                        f"(0: back-propagate through the whole clip)")
     if recipe.kind not in KINDS:
         raise UserError(f"recipe {name_or_path}: kind {recipe.kind!r} is invalid; accepted: {', '.join(KINDS)}")
     return recipe
