@@ -83,13 +83,18 @@ class CachePolicy:
 
     name = "cache-policy"
 
-    def __init__(self, sink: int = 0, state: int = 0, window: int = 4, pos: str = "absolute") -> None:
+    def __init__(self, sink: int = 0, state: int = 0, window: int = 4, pos: str = "absolute", gap: int = 0) -> None:
         self.sink = _count("sink", sink, 0)
         self.state = _count("state", state, 0)
         self.window = _count("window", window, 0)
         if pos not in POSITION_SCHEMES:
             raise UserError(f"policy parameter pos={pos!r} is invalid; accepted: {', '.join(POSITION_SCHEMES)}")
         self.pos = pos
+        # Empty time positions between the fixed slots and the window wherever the fixed slots'
+        # positions are synthetic (relative layout; the absolute scheme's state; absolute anchors
+        # keep their true times). Without a gap a state sits where the frame just before the
+        # window would, and a model trained on contiguous clips reads it as one more recent frame.
+        self.gap = _count("gap", gap, 0)
 
     # --- description ------------------------------------------------------------------
     @property
@@ -104,10 +109,11 @@ class CachePolicy:
 
     def describe(self) -> dict:
         return {"policy": self.name, "sink": self.sink, "state": self.state, "window": self.window,
-                "pos": self.pos, "budget_frames": self.budget}
+                "pos": self.pos, "gap": self.gap, "budget_frames": self.budget}
 
     def spec(self) -> str:
-        return f"{self.name}:sink={self.sink},state={self.state},window={self.window},pos={self.pos}"
+        gap = f",gap={self.gap}" if self.gap else ""
+        return f"{self.name}:sink={self.sink},state={self.state},window={self.window},pos={self.pos}{gap}"
 
     # --- bookkeeping --------------------------------------------------------------------
     def layout(self, start: int, num_frames: int, committed: int, has_state: bool,
@@ -129,10 +135,10 @@ class CachePolicy:
         if self.pos == "relative":
             keys += [VisibleFrame(CachedItem("frame", f), Segment.ANCHOR, float(i)) for i, f in enumerate(anchors)]
             keys += [VisibleFrame(CachedItem("state", j), Segment.STATE, float(self.sink + j)) for j in states]
-            offset = fixed + self.window - len(window)            # window right-aligned before the chunk
+            offset = fixed + self.gap + self.window - len(window)     # window right-aligned before the chunk
             keys += [VisibleFrame(CachedItem("frame", f), Segment.WINDOW, float(offset + i)) for i, f in enumerate(window)]
             state_pos = tuple(float(self.sink + j) for j in range(n_state_queries))
-            frame_pos = tuple(float(fixed + self.window + i) for i in range(num_frames))
+            frame_pos = tuple(float(fixed + self.gap + self.window + i) for i in range(num_frames))
         else:
             keys += [VisibleFrame(CachedItem("frame", f), Segment.ANCHOR, float(f)) for f in anchors]
             keys += [VisibleFrame(CachedItem("state", j), Segment.STATE, float(self._state_position(start - num_frames, j)))
@@ -145,7 +151,7 @@ class CachePolicy:
     def _state_position(self, chunk_start: int, j: int) -> int:
         """Absolute scheme: a state born with the chunk at ``chunk_start`` sits where the
         relative layout would put it, shifted to that chunk's time."""
-        return chunk_start - self.window - self.state + j
+        return chunk_start - self.window - self.gap - self.state + j
 
     def slot(self, item: CachedItem) -> int | None:
         """Physical slot of an item (None: this policy does not keep it)."""

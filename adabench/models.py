@@ -14,7 +14,7 @@ from pathlib import Path
 
 import torch
 
-from adabench.adastate import AdaptiveState
+from adabench.adastate import DEFAULT_GAP, AdaptiveState
 from adabench.backbone import CausalDiT
 from adabench.baselines.ff_anchor import FirstFrameAnchor
 from adabench.baselines.sliding_window import SlidingWindow
@@ -111,7 +111,8 @@ def base(window: int = 21, pos: str = "absolute", steps: int = 4, shift: float =
     return build_generator("base", SlidingWindow(window, pos), steps, shift, checkpoint, device, dtype, chunk, stagger)
 
 
-def adastate(state: int = 1, window: int = 3, pos: str = "relative", steps: int = 4, shift: float = DEFAULT_SHIFT,
-             checkpoint: str | None = None, device: str = "cpu", dtype: str = "float32",
+def adastate(state: int = 1, window: int = 3, pos: str = "relative", gap: int = DEFAULT_GAP, steps: int = 4,
+             shift: float = DEFAULT_SHIFT, checkpoint: str | None = None, device: str = "cpu", dtype: str = "float32",
              chunk: int = DEFAULT_CHUNK, stagger: int = DEFAULT_STAGGER) -> CausalGenerator:
-    return build_generator("adastate", AdaptiveState(state, window, pos), steps, shift, checkpoint, device, dtype, chunk, stagger)
+    return build_generator("adastate", AdaptiveState(state, window, pos, gap), steps, shift, checkpoint, device, dtype,
+                           chunk, stagger)

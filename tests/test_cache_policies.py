@@ -64,7 +64,7 @@ def test_ff_anchor_relative_and_larger_sink():
 
 
 def test_adastate_relative_layout_is_the_same_at_every_chunk():
-    p = AdaptiveState()               # state 1, window 3, relative
+    p = AdaptiveState(gap=0)          # state 1, window 3, relative, contiguous
     l0 = p.layout(0, 3, 0, has_state=False)
     assert seen(l0) == [] and l0.state_positions == (0,) and l0.frame_positions == (4, 5, 6)
     l1 = p.layout(3, 3, 3, has_state=True)
@@ -75,12 +75,35 @@ def test_adastate_relative_layout_is_the_same_at_every_chunk():
         assert l.state_positions == (0,) and l.frame_positions == (4, 5, 6)
 
 
+def test_adastate_default_puts_each_chunk_where_a_training_clip_ends():
+    """State 1, window 3, gap 14: the chunk at 18-20 (the last chunk of a 21-frame clip), the
+    window at 15-17, the state at 0, at every chunk."""
+    p = AdaptiveState()
+    for start in (3, 6, 600):
+        l = p.layout(start, 3, start, has_state=True)
+        assert seen(l) == [("s0", S, 0)] + [(f"f{start - 3 + i}", W, 15 + i) for i in range(3)]
+        assert l.state_positions == (0,) and l.frame_positions == (18, 19, 20)
+
+
 def test_adastate_absolute_state_sits_before_the_window():
-    p = AdaptiveState(pos="absolute")
+    p = AdaptiveState(pos="absolute", gap=0)
     l = p.layout(6, 3, 6, has_state=True)
     # state born with the chunk at 3: 3 - window(3) - state(1) = -1; the new state: 6 - 3 - 1 = 2
     assert seen(l) == [("s0", S, -1), ("f3", W, 3), ("f4", W, 4), ("f5", W, 5)]
     assert l.state_positions == (2,) and l.frame_positions == (6, 7, 8)
+
+
+def test_adastate_gap_leaves_empty_positions_before_the_window():
+    rel = AdaptiveState(gap=2)
+    l = rel.layout(9, 3, 9, has_state=True)
+    assert seen(l) == [("s0", S, 0), ("f6", W, 3), ("f7", W, 4), ("f8", W, 5)]
+    assert l.state_positions == (0,) and l.frame_positions == (6, 7, 8)
+    assert rel.budget == 4 and rel.spec().endswith("gap=2")
+    ab = AdaptiveState(pos="absolute", gap=2)
+    l = ab.layout(6, 3, 6, has_state=True)
+    # state born with the chunk at 3: 3 - window(3) - gap(2) - state(1) = -3; the new state: 6 - 3 - 2 - 1 = 0
+    assert seen(l) == [("s0", S, -3), ("f3", W, 3), ("f4", W, 4), ("f5", W, 5)]
+    assert l.state_positions == (0,) and l.frame_positions == (6, 7, 8)
 
 
 def test_image_to_video_prefill_then_chunks():
@@ -108,7 +131,7 @@ def test_physical_slots_ring_and_fixed():
 
 @pytest.mark.parametrize("spec, word", [
     ("ff-anchor:sink=0", "sink"), ("adastate:state=0", "state"), ("sliding-window:window=-1", "window"),
-    ("sliding-window:pos=diagonal", "pos"), ("adastate:windw=3", "windw"),
+    ("sliding-window:pos=diagonal", "pos"), ("adastate:windw=3", "windw"), ("adastate:gap=-1", "gap"),
 ])
 def test_bad_policy_parameters_are_user_errors(spec, word):
     with pytest.raises(UserError, match=word):

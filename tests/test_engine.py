@@ -19,7 +19,7 @@ from tests.reference_rollout import Block_, reference_velocity
 POLICIES = [
     SlidingWindow(window=4), SlidingWindow(window=4, pos="relative"),
     FirstFrameAnchor(sink=1, window=3), FirstFrameAnchor(sink=2, window=2, pos="relative"),
-    AdaptiveState(state=1, window=3), AdaptiveState(state=2, window=2, pos="absolute"),
+    AdaptiveState(state=1, window=3), AdaptiveState(state=2, window=2, pos="absolute"), AdaptiveState(gap=0),
 ]
 IDS = [p.spec() for p in POLICIES]
 

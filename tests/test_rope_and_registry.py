@@ -39,6 +39,12 @@ def test_unknown_names_suggest():
         POLICIES.build("sliding-window:windo=3")
 
 
+def test_adastate_generator_leaves_the_shipped_gap_before_its_window():
+    gen = GENERATORS.build("adastate:checkpoint=random")
+    assert gen.policy.spec() == "adastate:sink=0,state=1,window=3,pos=relative,gap=14"
+    assert GENERATORS.build("adastate:checkpoint=random,gap=0").policy.gap == 0
+
+
 def test_embedded_generators_stagger_their_chunks_at_shift_5_by_default():
     gen = GENERATORS.build("adastate:checkpoint=random")
     assert gen.sampler.stagger == 1 and gen.describe()["stagger"] == 1 and gen.sampler.shift == 5.0
