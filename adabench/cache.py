@@ -90,10 +90,8 @@ class CachePolicy:
         if pos not in POSITION_SCHEMES:
             raise UserError(f"policy parameter pos={pos!r} is invalid; accepted: {', '.join(POSITION_SCHEMES)}")
         self.pos = pos
-        # Empty time positions between the fixed slots and the window wherever the fixed slots'
-        # positions are synthetic (relative layout; the absolute scheme's state; absolute anchors
-        # keep their true times). Without a gap a state sits where the frame just before the
-        # window would, and a model trained on contiguous clips reads it as one more recent frame.
+        # empty positions between the fixed slots and the window where those slots' positions are
+        # synthetic (relative layout, the absolute scheme's state); why: adabench/adastate.py
         self.gap = _count("gap", gap, 0)
 
     # --- description ------------------------------------------------------------------
