@@ -84,9 +84,11 @@ def build_generator(name: str, policy: CachePolicy, steps: int, shift: float, ch
         path = Path(checkpoint) if checkpoint else WEIGHTS_DIR / f"{name}.safetensors"
         recipe = RECIPE_OF.get(name, name)
         hint = (f"adabench train {recipe} --out runs/train` then "
-                f"`python -m adabench.training.ship --runs runs/train {recipe}={name}")
+                f"`python -m adabench.training.ship --runs runs/train --codec runs/train/codec-decoder.safetensors "
+                f"{recipe}={name}")
         model, codec, meta = load_model(path, rebuild_hint=hint)
-        weights = f"{path.name} ({meta.get('recipe', 'unknown recipe')}, {meta.get('steps', '?')} steps)"
+        decoder = f", decoder {meta['decoder']}" if "decoder" in meta else ""
+        weights = f"{path.name} ({meta.get('recipe', 'unknown recipe')}, {meta.get('steps', '?')} steps{decoder})"
     return CausalGenerator(name, model, codec, policy, FlowSampler(steps, shift, stagger),
                            lambda text: list(parse_prompt(text).tokens),
                            chunk_frames=chunk, device=_device(device), dtype=DTYPES[dtype], weights=weights)

@@ -15,7 +15,7 @@ from adabench.errors import MissingWeightsError, UserError
 from adabench.rollout import Rollout
 from adabench.sampler import shifted_schedule
 from adabench.training import loop
-from adabench.training.objectives import OBJECTIVES, horizon_weights, initial_modules
+from adabench.training.objectives import OBJECTIVES, edge_error, horizon_weights, initial_modules
 from adabench.training.recipe import load_recipe, recipe_names
 from tests.conftest import TINY, fixed_tokens
 
@@ -99,6 +99,38 @@ def test_codec_base_and_policies_train_end_to_end(tmp_path):
     manifest = json.loads((tmp_path / "manifest.json").read_text())
     assert set(manifest) == {r.name for r in chain}
     assert all(len(m["sha256"]) == 64 for m in manifest.values())
+
+
+def test_decoder_recipe_retrains_the_decoder_and_leaves_the_latents_bit_identical(tmp_path):
+    loop.train(tiny("codec", steps=3, lr=3e-3), tmp_path, progress=False)
+    _, init_codec, _ = load_model(tmp_path / "codec.safetensors")
+    recipe = tiny("codec-decoder", steps=12, lr=3e-3)
+    before = held_out_loss(dataclasses.replace(recipe, name="codec"), tmp_path)
+    _, codec, meta = load_model(loop.train(recipe, tmp_path, progress=False))
+    old, new = init_codec.state_dict(), codec.state_dict()
+    kept = [k for k in old if not k.startswith("decoder.")]
+    assert "latent_std" in kept and any(k.startswith("encoder.") for k in kept)
+    assert all(torch.equal(old[k], new[k]) for k in kept)
+    assert any(not torch.equal(old[k], new[k]) for k in old if k.startswith("decoder."))
+    assert held_out_loss(recipe, tmp_path) < before
+    assert meta["recipe"] == "codec-decoder"
+
+
+def test_edge_error_against_hand_computed_differences():
+    frames = torch.tensor([0.0, 0.0, 1.0, 1.0]).repeat(1, 3, 2, 1)            # [1, 3, 2, 4]: a vertical step edge
+    blurred = torch.tensor([0.0, 0.25, 0.75, 1.0]).repeat(1, 3, 2, 1)
+    # horizontal differences 0.25, 0.5, 0.25 against 0, 1, 0: mean |error| 1/3; vertical ones all zero
+    assert torch.isclose(edge_error(blurred, frames), torch.tensor(1 / 3))
+    assert edge_error(frames + 0.1, frames) < 1e-6           # a brightness offset leaves every edge exact
+    assert edge_error(frames, frames) == 0
+
+
+def test_freeze_encoder_outside_a_codec_fine_tune_is_refused(tmp_path):
+    for body in ('kind = "base"\ninit = "codec"', 'kind = "codec"'):
+        path = tmp_path / "bad.toml"
+        path.write_text(f'[recipe]\nname = "bad"\n{body}\nfreeze_encoder = true\n')
+        with pytest.raises(UserError, match="freeze_encoder needs kind = \"codec\" and an init codec"):
+            load_recipe(str(path))
 
 
 def test_interrupted_training_resumes_to_the_same_weights(tmp_path, monkeypatch):

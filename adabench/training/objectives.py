@@ -1,6 +1,10 @@
 """What each recipe kind minimises.
 
-- ``codec``: per-frame reconstruction of PanWorld frames by the conv autoencoder.
+- ``codec``: per-frame reconstruction of PanWorld frames by the conv autoencoder, optionally
+  with an L1 term on the decoded frame's pixel differences (``edge_weight``: squared error
+  alone blurs the edges of small shapes, whose sub-pixel motion optical flow then misses),
+  and optionally the decoder only on a trained codec (``freeze_encoder``: the latents, and
+  every DiT trained on them, stay exactly as they were).
 - ``base``: teacher-forced flow matching, chunk by chunk through the real cache (the
   recipe's policy; block-causal over the whole clip by default), with noisy-context
   augmentation: committed context frames are mixed with noise of a random small level so
@@ -99,11 +103,15 @@ class CodecObjective(_ModelObjective):
     CALIBRATION_FRAMES = 2048
 
     def trainable(self) -> list[nn.Parameter]:
-        return list(self.codec.parameters())
+        return list((self.codec.decoder if self.recipe.freeze_encoder else self.codec).parameters())
 
     def save_final(self, path: Path, metadata: dict[str, str]) -> None:
-        """Measure the latent normalisation on fresh PanWorld frames, then save."""
+        """Measure the latent normalisation on fresh PanWorld frames, then save (a frozen
+        encoder keeps its init's normalisation: the latents must not move)."""
         r = self.recipe
+        if r.freeze_encoder:
+            super().save_final(path, metadata)
+            return
         device = next(self.codec.parameters()).device
         frames = clip_batch(r.data_seed, self.CALIBRATION_INDEX, self.CALIBRATION_FRAMES // 2, 2, r.frame_size,
                             device).frames.flatten(0, 1)                              # [N, 3, H, W]
@@ -114,15 +122,30 @@ class CodecObjective(_ModelObjective):
         r = self.recipe
         batch = clip_batch(r.data_seed, step, r.batch, 2, r.frame_size, device)
         frames = batch.frames                                                   # [B, 2, 3, H, W]
-        raw = self.codec.raw_encode(frames.flatten(0, 1))                        # [2B, C, h, w]
-        mse = F.mse_loss(self.codec.raw_decode(raw), frames.flatten(0, 1))
+        with torch.set_grad_enabled(not r.freeze_encoder):
+            raw = self.codec.raw_encode(frames.flatten(0, 1))                    # [2B, C, h, w]
+        decoded = self.codec.raw_decode(raw)                                     # [2B, 3, H, W]
+        mse = F.mse_loss(decoded, frames.flatten(0, 1))
         terms = {"recon_mse": mse.item()}
+        loss = mse
+        if r.edge_weight > 0:
+            edge = edge_error(decoded, frames.flatten(0, 1))
+            terms["edge_l1"] = edge.item()
+            loss = loss + r.edge_weight * edge
         if r.latent_equivariance <= 0 and r.decoder_equivariance <= 0:
-            return mse, terms
+            return loss, terms
         velocity = torch.tensor([parse_prompt(p).velocity_at(r.frame_size) for p in batch.prompts], device=device)
         lat_eq, dec_eq = equivariance_errors(self.codec, raw.unflatten(0, (frames.shape[0], 2)), frames, velocity)
         terms.update(latent_equivariance=lat_eq.item(), decoder_equivariance=dec_eq.item())
-        return mse + r.latent_equivariance * lat_eq + r.decoder_equivariance * dec_eq, terms
+        return loss + r.latent_equivariance * lat_eq + r.decoder_equivariance * dec_eq, terms
+
+
+def edge_error(decoded: torch.Tensor, frames: torch.Tensor) -> torch.Tensor:
+    """Mean L1 error of horizontal plus that of vertical neighbour differences, decoded [N, 3, H, W]
+    against frames [N, 3, H, W]: zero only where the decoded edges are as sharp as the true ones."""
+    dx = F.l1_loss(decoded.diff(dim=-1), frames.diff(dim=-1))
+    dy = F.l1_loss(decoded.diff(dim=-2), frames.diff(dim=-2))
+    return dx + dy
 
 
 def translate(x: torch.Tensor, shift: torch.Tensor) -> torch.Tensor:

@@ -47,6 +47,8 @@ class Recipe:
     x0_weight: float = 1.0         # policy fine-tunes: weight of the x0 regression of the unrolled sampler's output
     latent_equivariance: float = 0.0    # codec: weight of the latent shift-equivariance error
     decoder_equivariance: float = 0.0   # codec: weight of decoding a moved latent against the moved frame
+    freeze_encoder: bool = False   # codec: train the decoder only (the init's latents, and every DiT on them, stay valid)
+    edge_weight: float = 0.0       # codec: weight of the L1 error of the decoded frame's pixel differences (edges)
     model: dict = field(default_factory=dict)   # ModelConfig overrides for a fresh model (tests use tiny ones)
     notes: str = ""
 
@@ -78,4 +80,7 @@ def load_recipe(name_or_path: str) -> Recipe:
                         f"(0: back-propagate through the whole clip)")
     if recipe.kind not in KINDS:
         raise UserError(f"recipe {name_or_path}: kind {recipe.kind!r} is invalid; accepted: {', '.join(KINDS)}")
+    if recipe.freeze_encoder and (recipe.kind != "codec" or not recipe.init):
+        raise UserError(f"recipe {name_or_path}: freeze_encoder needs kind = \"codec\" and an init codec to keep; "
+                        f"accepted: a codec recipe with init set")
     return recipe
