@@ -4,6 +4,7 @@ when the latents it decodes are exactly the ones the model was trained on."""
 from __future__ import annotations
 
 import json
+import shutil
 
 import pytest
 import torch
@@ -51,6 +52,21 @@ def test_ship_with_a_grafted_decoder_end_to_end(tmp_path, monkeypatch):
     manifest = json.loads((tmp_path / "weights" / "manifest.json").read_text())
     assert manifest["base"]["decoder"]["recipe"] == "codec-decoder"
     assert (tmp_path / "logs" / "codec-decoder.log.jsonl").is_file()
+
+
+def test_the_dit_trains_to_the_same_weights_whichever_decoder_its_codec_carries(tmp_path):
+    """Why grafting equals rebuilding: DiT training reads only the encoder's latents."""
+    runs = tmp_path / "runs"
+    loop.train(tiny("codec", steps=2), runs, progress=False)
+    loop.train(tiny("codec-decoder", steps=2, lr=1e-2), runs, progress=False)
+    other = tmp_path / "other"
+    other.mkdir()
+    shutil.copy(runs / "codec-decoder.safetensors", other / "codec.safetensors")   # the new decoder as the init
+    a = load_model(loop.train(tiny("base", steps=2), runs, progress=False))
+    b = load_model(loop.train(tiny("base", steps=2), other, progress=False))
+    assert all(torch.equal(x, y) for x, y in zip(a[0].state_dict().values(), b[0].state_dict().values()))
+    decoders = [{k: v for k, v in m[1].state_dict().items() if k.startswith("decoder.")} for m in (a, b)]
+    assert any(not torch.equal(decoders[0][k], decoders[1][k]) for k in decoders[0])   # the premise
 
 
 def test_ship_refuses_a_missing_codec_file(tmp_path, capsys, monkeypatch):
