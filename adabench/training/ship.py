@@ -59,11 +59,11 @@ def ship(runs: Path, recipe: str, target: str, codec: Path | None = None) -> dic
     if codec is not None:
         tensors = graft_decoder(tensors, load_file(str(codec)), str(source), str(codec))
         codec_meta = read_metadata(codec)
-        meta = {**meta, "decoder": codec_meta.get("recipe", codec.stem)}
-        grafted = {"decoder": {"recipe": codec_meta.get("recipe", codec.stem), "steps": int(codec_meta.get("steps", -1)),
+        decoder = codec_meta.get("recipe", codec.stem)
+        meta = {**meta, "decoder": decoder}
+        grafted = {"decoder": {"recipe": decoder, "steps": int(codec_meta.get("steps", -1)),
                                "final_losses": json.loads(codec_meta.get("final_losses", "{}")),
                                "trained_fp32_sha256": hashlib.sha256(codec.read_bytes()).hexdigest()}}
-        copy_logs(codec.parent, codec.stem)
     tensors = {k: v.half() if v.is_floating_point() else v for k, v in tensors.items()}
     dest = PACKAGE_WEIGHTS / f"{target}.safetensors"
     save_modules(dest, {}, {**meta, "stored_dtype": "float16"}, extra_tensors=tensors)
@@ -90,6 +90,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: codec checkpoint {args.codec} not found; accepted: the .safetensors that "
               f"`adabench train codec-decoder` writes", file=sys.stderr)
         return 2
+    if args.codec is not None:
+        copy_logs(args.codec.parent, args.codec.stem)
     for item in args.items:
         recipe, _, target = item.partition("=")
         try:
