@@ -122,14 +122,15 @@ class CodecObjective(_ModelObjective):
         r = self.recipe
         batch = clip_batch(r.data_seed, step, r.batch, 2, r.frame_size, device)
         frames = batch.frames                                                   # [B, 2, 3, H, W]
+        flat = frames.flatten(0, 1)                                              # [2B, 3, H, W]
         with torch.set_grad_enabled(not r.freeze_encoder):
-            raw = self.codec.raw_encode(frames.flatten(0, 1))                    # [2B, C, h, w]
+            raw = self.codec.raw_encode(flat)                                    # [2B, C, h, w]
         decoded = self.codec.raw_decode(raw)                                     # [2B, 3, H, W]
-        mse = F.mse_loss(decoded, frames.flatten(0, 1))
+        mse = F.mse_loss(decoded, flat)
         terms = {"recon_mse": mse.item()}
         loss = mse
         if r.edge_weight > 0:
-            edge = edge_error(decoded, frames.flatten(0, 1))
+            edge = edge_error(decoded, flat)
             terms["edge_l1"] = edge.item()
             loss = loss + r.edge_weight * edge
         if r.latent_equivariance <= 0 and r.decoder_equivariance <= 0:

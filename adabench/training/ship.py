@@ -17,6 +17,7 @@ import hashlib
 import json
 import shutil
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -44,6 +45,23 @@ def graft_decoder(tensors: dict, codec: dict, source: str, codec_path: str) -> d
     return {**tensors, **{k: v for k, v in codec.items() if k.startswith(DECODER)}}
 
 
+@dataclass(frozen=True)
+class DecoderSource:
+    """A codec checkpoint whose decoder is grafted into every model shipped in one run, read once."""
+
+    path: Path
+    tensors: dict
+    record: dict          # the manifest's "decoder" entry of every model it is grafted into
+
+    @classmethod
+    def load(cls, path: Path) -> "DecoderSource":
+        meta = read_metadata(path)
+        record = {"recipe": meta.get("recipe", path.stem), "steps": int(meta.get("steps", -1)),
+                  "final_losses": json.loads(meta.get("final_losses", "{}")),
+                  "trained_fp32_sha256": hashlib.sha256(path.read_bytes()).hexdigest()}
+        return cls(path, load_file(str(path)), record)
+
+
 def copy_logs(runs: Path, recipe: str) -> None:
     LOGS.mkdir(parents=True, exist_ok=True)
     for suffix in (".log.jsonl", ".loss.png"):
@@ -51,19 +69,15 @@ def copy_logs(runs: Path, recipe: str) -> None:
             shutil.copy(runs / f"{recipe}{suffix}", LOGS / f"{recipe}{suffix}")
 
 
-def ship(runs: Path, recipe: str, target: str, codec: Path | None = None) -> dict:
+def ship(runs: Path, recipe: str, target: str, decoder: DecoderSource | None = None) -> dict:
     source = runs / f"{recipe}.safetensors"
     meta = read_metadata(source)
     tensors = load_file(str(source))
     grafted = {}
-    if codec is not None:
-        tensors = graft_decoder(tensors, load_file(str(codec)), str(source), str(codec))
-        codec_meta = read_metadata(codec)
-        decoder = codec_meta.get("recipe", codec.stem)
-        meta = {**meta, "decoder": decoder}
-        grafted = {"decoder": {"recipe": decoder, "steps": int(codec_meta.get("steps", -1)),
-                               "final_losses": json.loads(codec_meta.get("final_losses", "{}")),
-                               "trained_fp32_sha256": hashlib.sha256(codec.read_bytes()).hexdigest()}}
+    if decoder is not None:
+        tensors = graft_decoder(tensors, decoder.tensors, str(source), str(decoder.path))
+        meta = {**meta, "decoder": decoder.record["recipe"]}
+        grafted = {"decoder": decoder.record}
     tensors = {k: v.half() if v.is_floating_point() else v for k, v in tensors.items()}
     dest = PACKAGE_WEIGHTS / f"{target}.safetensors"
     save_modules(dest, {}, {**meta, "stored_dtype": "float16"}, extra_tensors=tensors)
@@ -90,12 +104,14 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: codec checkpoint {args.codec} not found; accepted: the .safetensors that "
               f"`adabench train codec-decoder` writes", file=sys.stderr)
         return 2
+    decoder = None
     if args.codec is not None:
+        decoder = DecoderSource.load(args.codec)
         copy_logs(args.codec.parent, args.codec.stem)
     for item in args.items:
         recipe, _, target = item.partition("=")
         try:
-            manifest[target or recipe] = ship(Path(args.runs), recipe, target or recipe, args.codec)
+            manifest[target or recipe] = ship(Path(args.runs), recipe, target or recipe, decoder)
         except UserError as e:
             print(f"error: {e}", file=sys.stderr)
             return 2
