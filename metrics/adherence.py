@@ -202,6 +202,8 @@ class PromptAdherence(ClipWindowMetric):
     (classes in :func:`attribute_classes` order) in place of the shipped evaluator.
     """
 
+    needs = frozenset({"frames", "fps", "prompt", "ground_truth", "device"})
+
     def __init__(self, prompt: str | None = None, clip_frames: int = 8, fps: float = 16.0,
                  weights: str | None = None, device: str = "cpu",
                  network: Callable[[torch.Tensor], dict[str, torch.Tensor]] | None = None) -> None:
@@ -249,6 +251,8 @@ class EvaluatorFrechet(ClipWindowMetric):
     few clips) and scalars ``frechet_mean`` and ``frechet_last`` (lower is better).
     ``network``: any object with ``features(clips) -> [N, D]``.
     """
+
+    needs = frozenset({"frames", "fps", "ground_truth", "device"})
 
     def __init__(self, reference: Any = None, clip_frames: int = 8, fps: float = 16.0, min_clips: int = 2,
                  weights: str | None = None, device: str = "cpu", network: Any = None) -> None:

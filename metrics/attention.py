@@ -318,27 +318,42 @@ INFO = {
 }
 
 
+# scalar names: the anchor's two headline numbers by name, the rest as attn_<statistic>
+NAMES = {"anchor_mass": "anchor_attention_mass", "anchor_mass_rel": "anchor_attention_ratio"}
+
+
 class AttentionSinkStats(StreamingMetric):
     """Averages the probe's per-chunk summaries (``chunk.attention``) over chunks.
 
     Chunks without attention statistics (prefill, unprobed runs) are ignored. Scalars are
-    means over chunks of the per-chunk means over layers and heads (NaN chunks skipped);
-    ``attn_profile`` is the mean per-frame profile over the chunks with the longest
-    (steady-state) key layout, ``attn_profile_segments`` its segment codes (0 anchor,
-    1 state, 2 window, 3 current).
+    means over chunks of the per-chunk means over layers and heads (NaN chunks skipped):
+    ``anchor_attention_mass``, ``anchor_attention_ratio`` (anchor mass over its uniform
+    share) and ``attn_<statistic>`` for the others; ``attn_profile`` is the mean per-frame
+    profile over the chunks with the longest (steady-state) key layout,
+    ``attn_profile_segments`` its segment codes (0 anchor, 1 state, 2 window, 3 current).
+    With ``queries="state"`` every name is prefixed ``state_``.
     """
+
+    needs = frozenset({"probe"})
 
     def __init__(self, queries: QueryGroup = "current") -> None:
         super().__init__()
         if queries not in ("current", "state"):
             raise UserError(f"attention metric queries={queries!r} is invalid; accepted: current, state")
         self.queries = queries
-        self.prefix = "attn_" if queries == "current" else "attn_state_"
+        self.group_prefix = "" if queries == "current" else "state_"
         self.add_state("records", [], "cat")     # per chunk: (index, {name: value}, profile, segments)
+
+    def probe_options(self) -> dict[str, Any]:
+        return {"state_queries": True} if self.queries == "state" else {}
+
+    def key(self, statistic: str) -> str:
+        """Output name of a probe statistic (``anchor_mass`` -> ``anchor_attention_mass``)."""
+        return self.group_prefix + NAMES.get(statistic, f"attn_{statistic}")
 
     @property
     def info(self) -> MetricInfo:
-        return MetricInfo(f"{self.prefix}anchor_mass", "fraction", "none", "probe=exact-lse", INFO["anchor_mass"][1])
+        return MetricInfo(self.key("anchor_mass"), "fraction", "none", "probe=exact-lse", INFO["anchor_mass"][1])
 
     def update(self, chunk: Chunk) -> None:
         stats = chunk.attention
@@ -351,7 +366,7 @@ class AttentionSinkStats(StreamingMetric):
     def compute(self) -> MetricResult:
         result = MetricResult()
         for name in SUMMARY:
-            key = self.prefix + name
+            key = self.key(name)
             values = [r[1][name] for r in self.records]
             result.scalars[key] = _nanmean(torch.tensor(values, dtype=torch.float64))
             result.series[key + "_per_chunk"] = values
@@ -360,12 +375,12 @@ class AttentionSinkStats(StreamingMetric):
         longest = max((len(r[2]) for r in self.records), default=0)
         steady = [r for r in self.records if len(r[2]) == longest and longest]
         profile = torch.tensor([r[2] for r in steady], dtype=torch.float64).mean(0).tolist() if steady else []
-        result.series[self.prefix + "profile"] = profile
-        result.series[self.prefix + "profile_segments"] = [float(s) for s in steady[-1][3]] if steady else []
-        result.info[self.prefix + "profile"] = MetricInfo(
-            self.prefix + "profile", "fraction", "none", "probe=exact-lse",
+        result.series[self.key("profile")] = profile
+        result.series[self.key("profile_segments")] = [float(s) for s in steady[-1][3]] if steady else []
+        result.info[self.key("profile")] = MetricInfo(
+            self.key("profile"), "fraction", "none", "probe=exact-lse",
             "mean softmax mass per key frame (cached frames in key order, then the query block)")
-        result.info[self.prefix + "profile_segments"] = MetricInfo(
-            self.prefix + "profile_segments", "code", "none", "probe=exact-lse",
+        result.info[self.key("profile_segments")] = MetricInfo(
+            self.key("profile_segments"), "code", "none", "probe=exact-lse",
             "segment of each profile frame: 0 anchor, 1 state, 2 window, 3 current")
         return result

@@ -13,12 +13,23 @@ from __future__ import annotations
 import copy
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
 from adabench.chunk import Chunk
 
 Direction = Literal["higher", "lower", "none"]
 Reduction = Literal["sum", "max", "min", "cat"]
+
+# What a metric can need from whoever feeds it (the harness reads ``StreamingMetric.needs``):
+NEEDS = {
+    "frames": "the generated frames (from a rollout that nothing else slows)",
+    "timings": "the generator's per-chunk timings and cache sizes (from the timed rollout)",
+    "probe": "attention statistics per chunk (a probed rollout; the generator must offer 'probe')",
+    "fps": "the playback frame rate, as keyword fps",
+    "prompt": "the prompt text, as keyword prompt",
+    "ground_truth": "PanWorld ground truth for the prompt (keyword true_velocity; PanWorld prompts only)",
+    "device": "the run's device, as keyword device",
+}
 
 
 @dataclass(frozen=True)
@@ -47,7 +58,13 @@ class MetricResult:
 
 
 class StreamingMetric(ABC):
-    """A metric fed chunk by chunk with bounded memory."""
+    """A metric fed chunk by chunk with bounded memory.
+
+    ``needs`` declares what the metric needs (keys of :data:`NEEDS`): a feeder that cannot
+    provide one of them reports the metric as not applicable instead of failing.
+    """
+
+    needs: ClassVar[frozenset[str]] = frozenset({"frames"})
 
     def __init__(self) -> None:
         self._defaults: dict[str, Any] = {}
@@ -77,6 +94,14 @@ class StreamingMetric(ABC):
                 setattr(self, name, min(mine, theirs))
             elif reduce == "cat":
                 setattr(self, name, list(mine) + list(theirs))
+
+    def probe_options(self) -> dict[str, Any]:
+        """Options a metric that needs "probe" asks of the generator's ``attention_probe``."""
+        return {}
+
+    def share(self, work: Any) -> None:
+        """Use ``work`` (a :class:`~adabench.metrics.shared.SharedWork`) for computations that
+        other metrics of the same video need too; metrics that share nothing ignore it."""
 
     @property
     @abstractmethod

@@ -140,6 +140,8 @@ class PerFrameMetric(StreamingMetric):
     contiguous part of the same video.
     """
 
+    needs = frozenset({"frames", "fps"})
+
     def __init__(self, series_names: Sequence[str], fps: float, window_seconds: float) -> None:
         super().__init__()
         self.fps = _check_positive("fps", fps)

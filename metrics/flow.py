@@ -44,6 +44,12 @@ class FlowBackend(ABC):
     """Optical flow between two batches of frames; ``name`` identifies the numbers it makes."""
 
     name: str
+    params: tuple = ()   # everything besides the name that changes the flow it computes
+
+    @property
+    def key(self) -> tuple:
+        """Identity of the flow this backend computes: equal keys give equal flow for equal frames."""
+        return (self.name, *self.params)
 
     @abstractmethod
     def __call__(self, prev: torch.Tensor, next: torch.Tensor) -> torch.Tensor:
@@ -96,6 +102,7 @@ class DISFlow(OpenCVFlow):
                    "medium": cv2.DISOPTICAL_FLOW_PRESET_MEDIUM}
         if preset not in presets:
             raise UserError(f"unknown DIS preset {preset!r}; accepted: {', '.join(presets)}")
+        self.params = (preset, int(patch_size), int(patch_stride), int(finest_scale))
         self.dis = cv2.DISOpticalFlow_create(presets[preset])
         self.dis.setPatchSize(int(patch_size))
         self.dis.setPatchStride(int(patch_stride))
@@ -131,6 +138,7 @@ class RAFTFlow(FlowBackend):
         self.iters = int(iters)
         self.device = torch.device(device or "cpu")
         self.model = (model if model is not None else load_raft(size, weights)).to(self.device).eval()
+        self.params = (str(weights) if model is None else f"model@{id(self.model)}", self.iters, str(self.device))
 
     @torch.no_grad()
     def __call__(self, prev: torch.Tensor, next: torch.Tensor) -> torch.Tensor:

@@ -24,6 +24,7 @@ from adabench.chunk import Chunk
 from adabench.errors import UserError
 from adabench.metrics.base import MetricInfo, MetricResult, StreamingMetric
 from adabench.metrics.flow import FlowBackend, get_flow_backend
+from adabench.metrics.shared import SharedWork
 
 STATS = ("mean", "median", "p95", "top5")
 
@@ -128,10 +129,13 @@ class PairStream:
 class PairFlowMetric(StreamingMetric):
     """Base of the flow metrics: flow for each new pair of kept frames, handed to :meth:`record`."""
 
+    needs = frozenset({"frames", "device"})
+
     def __init__(self, backend: str | FlowBackend = "dis", device: str | None = None, stride: int = 1) -> None:
         super().__init__()
         self.backend = get_flow_backend(backend, **({"device": device} if device else {}))
         self.pairs = PairStream(stride)
+        self.work: SharedWork | None = None
         self.add_state("height", 0, reduce="max")
         self.add_state("width", 0, reduce="max")
         self.add_state("fps", 0.0, reduce="max")
@@ -145,14 +149,22 @@ class PairFlowMetric(StreamingMetric):
         super().reset()
         self.pairs.reset()
 
+    def share(self, work: SharedWork) -> None:
+        self.work = work
+
     def update(self, chunk: Chunk) -> None:
         frames = chunk.frames                                                        # [F, 3, H, W]
         self.height, self.width = int(frames.shape[-2]), int(frames.shape[-1])
         self.fps = float(chunk.fps)
         self.frames_seen += chunk.num_frames
         prev, nxt, index = self.pairs.push(frames, chunk.start_frame)
-        if index.numel():
-            self.record(chunk, index, self.backend(prev, nxt))                       # flow [N, 2, H, W]
+        if not index.numel():
+            return
+        if self.work is None:
+            flow = self.backend(prev, nxt)                                           # [N, 2, H, W]
+        else:                                    # kept frames are consecutive multiples of the stride
+            flow = self.work.flow(self.backend, prev, nxt, index - self.pairs.stride, index)
+        self.record(chunk, index, flow)
 
     def record(self, chunk: Chunk, next_index: torch.Tensor, flow: torch.Tensor) -> None:
         """Keep what the metric needs from the flow [N, 2, H, W] of pairs ending at ``next_index`` [N]."""

@@ -188,6 +188,8 @@ class ClipConsistency(PerFrameMetric):
     (frame 0, its own first and previous frame, counts 1 in the first window only).
     """
 
+    needs = frozenset({"frames", "fps", "device"})
+
     def __init__(self, weights: str | None = None, model: str = "ViT-B-32", fps: float = 16.0,
                  window_seconds: float = 1.0, device: str = "cpu", batch_size: int = 32,
                  network: FeatureFn | torch.nn.Module | None = None) -> None:
@@ -272,6 +274,8 @@ class LpipsDistance(PerFrameMetric):
     ``lpips_first_end`` (mean over the last window) and ``lpips_prev_mean`` (frames 1..T-1;
     frame 0 is its own predecessor and reads 0). Direction "none": motion raises both.
     """
+
+    needs = frozenset({"frames", "fps", "device"})
 
     def __init__(self, weights: str | None = None, net: str = "alex", lin_weights: str | None = None,
                  fps: float = 16.0, window_seconds: float = 1.0, device: str = "cpu", batch_size: int = 16,

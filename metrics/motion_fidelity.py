@@ -57,6 +57,8 @@ DIRECTIONS = {"motion_error": "lower", "still_motion": "lower"}
 class MotionFidelity(PairFlowMetric):
     """Streaming motion fidelity; keeps the last frame and three floats per pair."""
 
+    needs = frozenset({"frames", "ground_truth", "device"})
+
     def __init__(self, true_velocity: Sequence[float] | str | None = None, backend: str | FlowBackend = "dis",
                  window: Any = 1, device: str | None = None) -> None:
         super().__init__(backend, device)

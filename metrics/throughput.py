@@ -9,14 +9,15 @@ Chunks are numbered per video in the order they arrive (the number restarts when
 index does not increase), so that accumulators merged across videos or ranks stay correct:
 the first ``warmup_chunks`` timed chunks of each video are warm-up.
 
-- ``first_chunk_latency_s``: time of the first timed chunk (mean over videos);
-- ``chunk_latency_p50_s`` / ``_p95_s``: percentiles (linear interpolation) after warm-up;
-- ``chunk_latency_slope_s_per_chunk``: least-squares slope of chunk time against chunk number,
+- ``first_chunk_latency_ms``: time of the first timed chunk (mean over videos);
+- ``chunk_latency_p50_ms`` / ``_p95_ms``: percentiles (linear interpolation) after warm-up;
+- ``chunk_latency_slope_ms_per_chunk``: least-squares slope of chunk time against chunk number,
   after warm-up (0 = no slow-down as the rollout grows);
-- ``steady_fps``: frames / time of the chunks after warm-up; ``realtime_factor`` = steady FPS /
-  playback fps (> 1 = faster than real time);
-- ``kv_cache_bytes_max`` / ``_last``: bytes of K/V held after a chunk, largest and last;
-- ``peak_memory_bytes``: on CUDA ``torch.cuda.max_memory_allocated`` read at compute time
+- ``fps``: steady frames per second, frames / time of the chunks after warm-up;
+  ``realtime_factor`` = fps / playback fps (> 1 = faster than real time);
+- ``kv_cache_mb``: MB (10^6 bytes) of K/V held after a chunk, the largest; ``kv_cache_mb_last``
+  after the last chunk;
+- ``peak_memory_mb``: on CUDA ``torch.cuda.max_memory_allocated`` read at compute time
   (the harness resets it per job); on CPU the peak resident set size of the whole process
   (``resource.getrusage``), which includes everything the process did before.
 """
@@ -70,6 +71,8 @@ def peak_memory(device: str | torch.device | None) -> tuple[float, str]:
 class Throughput(StreamingMetric):
     """Speed and memory of a streaming generator, from ``chunk.timings["total"]`` and ``chunk.cache_bytes``."""
 
+    needs = frozenset({"timings", "fps", "device"})
+
     def __init__(self, fps: float | None = 16.0, warmup_chunks: int = 1, device: str | None = None) -> None:
         super().__init__()
         if fps is not None and (isinstance(fps, bool) or not isinstance(fps, (int, float)) or fps <= 0):
@@ -89,7 +92,7 @@ class Throughput(StreamingMetric):
 
     @property
     def info(self) -> MetricInfo:
-        return MetricInfo("steady_fps", "frames/s", "higher", None,
+        return MetricInfo("fps", "frames/s", "higher", None,
                           f"frames / time after {self.warmup_chunks} warm-up chunk(s); {TIMED}")
 
     def update(self, chunk: Chunk) -> None:
@@ -110,35 +113,37 @@ class Throughput(StreamingMetric):
         fps = sum(f for _, f, _ in steady) / total_time if total_time > 0 else math.nan
         playback = self.fps if self.fps is not None else (self.playback_fps or math.nan)
         memory, memory_backend = peak_memory(self.device)
+        ms, mb = 1e3, 1e-6
         scalars = {
-            "first_chunk_latency_s": sum(first) / len(first) if first else math.nan,
-            "chunk_latency_p50_s": percentile(times, 50),
-            "chunk_latency_p95_s": percentile(times, 95),
-            "chunk_latency_slope_s_per_chunk": slope([float(n) for n, _, _ in steady], times),
-            "steady_fps": fps,
+            "first_chunk_latency_ms": sum(first) / len(first) * ms if first else math.nan,
+            "chunk_latency_p50_ms": percentile(times, 50) * ms,
+            "chunk_latency_p95_ms": percentile(times, 95) * ms,
+            "chunk_latency_slope_ms_per_chunk": slope([float(n) for n, _, _ in steady], times) * ms,
+            "fps": fps,
             "realtime_factor": fps / playback,
-            "kv_cache_bytes_max": float(max(self.cache)) if self.cache else math.nan,
-            "kv_cache_bytes_last": float(self.cache[-1]) if self.cache else math.nan,
-            "peak_memory_bytes": memory,
+            "kv_cache_mb": max(self.cache) * mb if self.cache else math.nan,
+            "kv_cache_mb_last": self.cache[-1] * mb if self.cache else math.nan,
+            "peak_memory_mb": memory * mb,
         }
         warm = f"after {self.warmup_chunks} warm-up chunk(s); {TIMED}"
         info = {
-            "first_chunk_latency_s": ("s", "lower", None, f"time of the first generated chunk; {TIMED}"),
-            "chunk_latency_p50_s": ("s", "lower", None, f"median chunk time {warm}"),
-            "chunk_latency_p95_s": ("s", "lower", None, f"95th percentile chunk time {warm}"),
-            "chunk_latency_slope_s_per_chunk": ("s/chunk", "lower", None,
-                                                f"least-squares slope of chunk time against chunk number {warm}"),
-            "steady_fps": ("frames/s", "higher", None, f"frames / time {warm}"),
-            "realtime_factor": ("ratio", "higher", None, f"steady FPS / playback fps ({playback:g}); {TIMED}"),
-            "kv_cache_bytes_max": ("bytes", "lower", None, "largest K/V bytes held in the cache after a chunk"),
-            "kv_cache_bytes_last": ("bytes", "lower", None, "K/V bytes held in the cache after the last chunk"),
-            "peak_memory_bytes": ("bytes", "lower", memory_backend,
-                                  "peak CUDA memory allocated (reset per job by the harness)"
-                                  if memory_backend.startswith("cuda") else
-                                  "peak resident set size of the whole process (process-wide, not per job)"),
+            "first_chunk_latency_ms": ("ms", "lower", None, f"time of the first generated chunk; {TIMED}"),
+            "chunk_latency_p50_ms": ("ms", "lower", None, f"median chunk time {warm}"),
+            "chunk_latency_p95_ms": ("ms", "lower", None, f"95th percentile chunk time {warm}"),
+            "chunk_latency_slope_ms_per_chunk": ("ms/chunk", "lower", None,
+                                                 f"least-squares slope of chunk time against chunk number {warm}"),
+            "fps": ("frames/s", "higher", None, f"frames / time {warm}"),
+            "realtime_factor": ("ratio", "higher", None, f"fps / playback fps ({playback:g}); {TIMED}"),
+            "kv_cache_mb": ("MB", "lower", None, "largest K/V held in the cache after a chunk (10^6 bytes)"),
+            "kv_cache_mb_last": ("MB", "lower", None, "K/V held in the cache after the last chunk (10^6 bytes)"),
+            "peak_memory_mb": ("MB", "lower", memory_backend,
+                               "peak CUDA memory allocated (reset per job by the harness)"
+                               if memory_backend.startswith("cuda") else
+                               "peak resident set size of the whole process (process-wide, not per job)"),
         }
-        result = MetricResult(scalars=scalars, series={"chunk_latency_s": [t for _, _, t in self.records]})
+        result = MetricResult(scalars=scalars, series={"chunk_latency_ms": [t * ms for _, _, t in self.records]})
         for name, (unit, direction, backend, text) in info.items():
             result.info[name] = MetricInfo(name, unit, direction, backend, text)
-        result.info["chunk_latency_s"] = MetricInfo("chunk_latency_s", "s", "lower", None, f"per timed chunk; {TIMED}")
+        result.info["chunk_latency_ms"] = MetricInfo("chunk_latency_ms", "ms", "lower", None,
+                                                     f"per timed chunk; {TIMED}")
         return result

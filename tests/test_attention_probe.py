@@ -185,7 +185,7 @@ def test_probe_leaves_frames_bit_identical_and_stats_sane(tiny_model, policy):
     for chunk in probed:
         metric.update(chunk)
     result = metric.compute()
-    assert len(result.series["attn_anchor_mass_per_chunk"]) == len(probed) - 1
+    assert len(result.series["anchor_attention_mass_per_chunk"]) == len(probed) - 1
     assert sum(result.series["attn_profile"]) == pytest.approx(1.0, abs=1e-9)
     assert len(result.series["attn_profile_segments"]) == len(result.series["attn_profile"])
     assert all(math.isfinite(v) for v in result.scalars.values())
@@ -209,5 +209,5 @@ def test_metric_ignores_chunks_without_attention():
     metric = AttentionSinkStats()
     metric.update(Chunk(0, 0, torch.zeros(3, 3, 4, 4), 16.0))
     result = metric.compute()
-    assert math.isnan(result.scalars["attn_anchor_mass"]) and result.series["attn_anchor_mass_per_chunk"] == []
+    assert math.isnan(result.scalars["anchor_attention_mass"]) and result.series["anchor_attention_mass_per_chunk"] == []
     assert result.series["attn_profile"] == []

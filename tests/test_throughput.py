@@ -25,25 +25,25 @@ def run(metric: Throughput, items: list[Chunk]) -> dict[str, float]:
 
 def test_constant_steady_chunks():
     s = run(Throughput(fps=16.0, warmup_chunks=1), chunks([0.5] + [0.1] * 9, cache=[100 * i for i in range(10)]))
-    assert s["first_chunk_latency_s"] == 0.5
-    assert s["chunk_latency_p50_s"] == pytest.approx(0.1, abs=1e-12)
-    assert s["chunk_latency_p95_s"] == pytest.approx(0.1, abs=1e-12)             # warm-up excluded
-    assert s["steady_fps"] == pytest.approx(30.0, rel=1e-12)
+    assert s["first_chunk_latency_ms"] == pytest.approx(500.0, rel=1e-12)
+    assert s["chunk_latency_p50_ms"] == pytest.approx(100.0, abs=1e-9)
+    assert s["chunk_latency_p95_ms"] == pytest.approx(100.0, abs=1e-9)             # warm-up excluded
+    assert s["fps"] == pytest.approx(30.0, rel=1e-12)
     assert s["realtime_factor"] == pytest.approx(1.875, rel=1e-12)
-    assert s["chunk_latency_slope_s_per_chunk"] == pytest.approx(0.0, abs=1e-12)
-    assert s["kv_cache_bytes_max"] == 900 and s["kv_cache_bytes_last"] == 900
-    assert s["peak_memory_bytes"] > 0
+    assert s["chunk_latency_slope_ms_per_chunk"] == pytest.approx(0.0, abs=1e-9)
+    assert s["kv_cache_mb"] == pytest.approx(900e-6) and s["kv_cache_mb_last"] == pytest.approx(900e-6)
+    assert s["peak_memory_mb"] > 0
 
 
 def test_linearly_growing_chunks_give_their_slope_and_percentiles():
     times = [1.0] + [0.1 + 0.02 * i for i in range(1, 11)]                      # chunk i after warm-up: 0.1 + 0.02 i
     s = run(Throughput(fps=8.0), chunks(times))
-    assert s["chunk_latency_slope_s_per_chunk"] == pytest.approx(0.02, abs=1e-12)
+    assert s["chunk_latency_slope_ms_per_chunk"] == pytest.approx(20.0, abs=1e-9)
     steady = times[1:]
-    assert s["steady_fps"] == pytest.approx(30 / sum(steady), rel=1e-12)
+    assert s["fps"] == pytest.approx(30 / sum(steady), rel=1e-12)
     assert s["realtime_factor"] == pytest.approx(30 / sum(steady) / 8.0, rel=1e-12)
-    assert s["chunk_latency_p50_s"] == pytest.approx(0.21, abs=1e-12)            # median of 0.12, 0.14 .. 0.30
-    assert s["chunk_latency_p95_s"] == pytest.approx(0.12 + 0.95 * 9 * 0.02, abs=1e-12)
+    assert s["chunk_latency_p50_ms"] == pytest.approx(210.0, abs=1e-9)            # median of 0.12, 0.14 .. 0.30
+    assert s["chunk_latency_p95_ms"] == pytest.approx(1e3 * (0.12 + 0.95 * 9 * 0.02), abs=1e-9)
 
 
 def test_percentile_matches_numpy_linear_interpolation():
@@ -58,19 +58,19 @@ def test_untimed_prefill_is_skipped_and_new_videos_restart_warmup():
              for i, t in enumerate([0.5, 0.1, 0.1])]
     m = Throughput(fps=16.0)
     s = run(m, [prefill, *video, prefill, *video])                              # two videos in a row
-    assert s["first_chunk_latency_s"] == 0.5
-    assert s["steady_fps"] == pytest.approx(30.0, rel=1e-12)
+    assert s["first_chunk_latency_ms"] == pytest.approx(500.0, rel=1e-12)
+    assert s["fps"] == pytest.approx(30.0, rel=1e-12)
     other = Throughput(fps=16.0)
     run(other, video)
     m.merge(other)                                                               # a third video from another rank
-    assert m.compute().scalars["steady_fps"] == pytest.approx(30.0, rel=1e-12)
+    assert m.compute().scalars["fps"] == pytest.approx(30.0, rel=1e-12)
 
 
 def test_info_says_what_is_timed_and_bad_arguments_fail():
     result = Throughput().compute()
-    assert math.isnan(result.scalars["steady_fps"])
-    assert "denoise+decode+commit" in result.info["steady_fps"].description
-    assert result.info["peak_memory_bytes"].backend == "process-peak-rss"
+    assert math.isnan(result.scalars["fps"])
+    assert "denoise+decode+commit" in result.info["fps"].description
+    assert result.info["peak_memory_mb"].backend == "process-peak-rss"
     with pytest.raises(UserError):
         Throughput(fps=0)
     with pytest.raises(UserError):
