@@ -6,13 +6,13 @@ Never unpickles anything: a checkpoint is tensors plus JSON strings.
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 
 import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
+from adabench.atomic import atomic_path
 from adabench.backbone import CausalDiT
 from adabench.codec import build_codec
 from adabench.config import ModelConfig
@@ -29,9 +29,8 @@ def save_modules(path: str | Path, modules: dict[str, torch.nn.Module], metadata
     tensors = {f"{name}.{k}": v.detach().cpu().contiguous()
                for name, module in modules.items() for k, v in module.state_dict().items()}
     tensors.update(extra_tensors or {})
-    tmp = path.with_name(path.name + ".tmp")
-    save_file(tensors, str(tmp), metadata=metadata)
-    os.replace(tmp, path)
+    with atomic_path(path) as tmp:
+        save_file(tensors, str(tmp), metadata=metadata)
 
 
 def save_model(path: str | Path, model: CausalDiT, codec: torch.nn.Module, extra: dict[str, str] | None = None) -> None:

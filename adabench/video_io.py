@@ -39,6 +39,7 @@ from typing import Any, Iterator
 import numpy as np
 import torch
 
+from adabench.atomic import PART, atomic_path, part_path
 from adabench.errors import UserError
 
 FFMPEG_SUFFIXES = (".mp4", ".mov", ".avi", ".mkv", ".webm", ".m4v")
@@ -277,6 +278,7 @@ class VideoWriter:
         self.raw_path = self.path.with_suffix(".npz") if raw else None
         if self.raw_path is not None:
             check_writable(self.raw_path)
+        self._part = part_path(self.path)              # written here, renamed onto path at close
         self.num_frames = 0
         self.size: tuple[int, int] | None = None       # (H, W)
         self._ffmpeg: Any = None
@@ -308,29 +310,48 @@ class VideoWriter:
             options = dict(codec="gif", pix_fmt_out="pal8", quality=None, output_params=[
                 "-vf", "split[a][b];[a]palettegen=stats_mode=full[p];[b][p]paletteuse=dither=none"])
             size = (w, h)
-        self._ffmpeg = imageio_ffmpeg.write_frames(str(self.path), size, fps=self.fps, macro_block_size=1,
+        self._ffmpeg = imageio_ffmpeg.write_frames(str(self._part), size, fps=self.fps, macro_block_size=1,
                                                    ffmpeg_log_level="error", **options)
         self._ffmpeg.send(None)
         if self.raw_path is not None:
-            self._raw = tempfile.NamedTemporaryFile(dir=self.raw_path.parent, prefix=".frames-", delete=False)
+            self._raw = tempfile.NamedTemporaryFile(dir=self.raw_path.parent, prefix=f".{self.raw_path.name}{PART}frames-",
+                                                    delete=False)
 
     def close(self) -> None:
+        """Finish both files and rename them onto their targets (the video first, then the npz)."""
+        try:
+            if self._ffmpeg is not None:
+                self._ffmpeg.close()
+                self._ffmpeg = None
+                os.replace(self._part, self.path)
+            if self._raw is not None:
+                self._raw.close()
+                write_raw_npz(self.raw_path, Path(self._raw.name), (self.num_frames, *self.size, 3), self.fps)
+        finally:
+            self.abort()
+
+    def abort(self) -> None:
+        """Stop writing and remove the temporaries; whatever was at the targets stays as it was."""
         if self._ffmpeg is not None:
-            self._ffmpeg.close()
+            try:
+                self._ffmpeg.close()
+            except Exception:  # noqa: BLE001 - the partial file is thrown away anyway
+                pass
             self._ffmpeg = None
         if self._raw is not None:
             self._raw.close()
-            try:
-                write_raw_npz(self.raw_path, Path(self._raw.name), (self.num_frames, *self.size, 3), self.fps)
-            finally:
-                Path(self._raw.name).unlink(missing_ok=True)
+            Path(self._raw.name).unlink(missing_ok=True)
             self._raw = None
+        self._part.unlink(missing_ok=True)
 
     def __enter__(self) -> "VideoWriter":
         return self
 
-    def __exit__(self, *exc: Any) -> None:
-        self.close()
+    def __exit__(self, exc_type: Any, *exc: Any) -> None:
+        if exc_type is None:
+            self.close()
+        else:                           # an error or an interruption: keep what was there
+            self.abort()
 
 
 def pad_even(frames: np.ndarray) -> np.ndarray:
@@ -343,8 +364,7 @@ def pad_even(frames: np.ndarray) -> np.ndarray:
 
 def write_raw_npz(path: Path, frames_file: Path, shape: tuple[int, ...], fps: float) -> None:
     """Assemble ``path`` (npz: ``frames`` uint8 ``shape``, ``fps``) from raw bytes, copying in pieces."""
-    tmp = path.with_name(f".{path.name}.tmp")
-    with zipfile.ZipFile(tmp, "w", zipfile.ZIP_STORED) as archive:
+    with atomic_path(path) as tmp, zipfile.ZipFile(tmp, "w", zipfile.ZIP_STORED) as archive:
         with archive.open("frames.npy", "w", force_zip64=True) as member:
             np.lib.format.write_array_header_1_0(member, {"descr": "|u1", "fortran_order": False, "shape": shape})
             with open(frames_file, "rb") as src:
@@ -353,4 +373,3 @@ def write_raw_npz(path: Path, frames_file: Path, shape: tuple[int, ...], fps: fl
         buffer = io.BytesIO()
         np.save(buffer, np.float64(fps))
         archive.writestr("fps.npy", buffer.getvalue())
-    os.replace(tmp, path)

@@ -10,13 +10,12 @@ metric or flow backend, missing weights), 0 otherwise.
 from __future__ import annotations
 
 import argparse
-import json
 import math
-import os
 import sys
 from pathlib import Path
 from typing import Any
 
+from adabench.atomic import write_json
 from adabench.errors import UserError
 
 DEFAULT_METRICS = ("flow", "dynamic-degree", "retention", "drift", "lockin")
@@ -183,14 +182,6 @@ def run(args: argparse.Namespace) -> int:
         records.append(record)
         print_table(record)
     if args.json:
-        write_json(Path(args.json), {"videos": records, "errors": errors})
+        write_json(Path(args.json), {"videos": records, "errors": errors})   # atomic: no half-written file
     print(f"adabench: scored {len(records)} video(s), {len(errors)} failed", file=sys.stderr)
     return 1 if errors else 0
-
-
-def write_json(path: Path, data: dict[str, Any]) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    with open(tmp, "w") as f:
-        json.dump(data, f, indent=1, allow_nan=False)
-        f.write("\n")
-    os.replace(tmp, path)
