@@ -23,8 +23,26 @@ from adabench.rollout import Rollout
 from adabench.sampler import FlowSampler
 
 
+# Optional capabilities a generator declares in ``capabilities`` (what the harness may ask of it):
+CAPABILITIES = {
+    "init_frames": "stream(..., init=frames) starts from given first frames (image-to-video)",
+    "probe": "attention_probe(**options) makes a probe; stream(..., probe=it) reports per-chunk attention "
+             "statistics in Chunk.attention (see adabench.metrics.attention) and leaves the frames bit-identical",
+}
+
+
 @runtime_checkable
 class StreamingGenerator(Protocol):
+    """Anything that streams video chunk by chunk can be benchmarked; nothing here needs PanWorld.
+
+    Required: ``name``, ``fps`` (playback rate), ``frame_size``, ``chunk_frames``,
+    ``stream`` and ``describe`` (a JSON-able dict: weights, settings; it becomes part of
+    every result). Optional: ``capabilities``, a frozenset of :data:`CAPABILITIES` keys
+    (none when absent), and ``check_prompt(prompt)``, which raises :class:`UserError` for a
+    prompt the model cannot read so that a run fails before it starts.
+    ``stream`` must be deterministic for a seed: the harness replays it to score and probe.
+    """
+
     name: str
     fps: float
     frame_size: int
@@ -37,6 +55,11 @@ class StreamingGenerator(Protocol):
 
     def describe(self) -> dict[str, Any]:
         ...
+
+
+def capabilities(generator: Any) -> frozenset[str]:
+    """The optional capabilities ``generator`` declares (an empty set when it declares none)."""
+    return frozenset(getattr(generator, "capabilities", ()))
 
 
 def check_frames(num_frames: object) -> int:
@@ -58,6 +81,8 @@ def _pop_chunk_stats(probe: ProbeFn | None) -> dict[str, Any] | None:
 class CausalGenerator:
     """The embedded chunk-wise autoregressive video diffusion model."""
 
+    capabilities = frozenset({"init_frames", "probe"})
+
     def __init__(self, name: str, model: CausalDiT, codec: torch.nn.Module, policy: CachePolicy,
                  sampler: FlowSampler, tokenize, fps: float = 16.0, chunk_frames: int = 3,
                  device: str | torch.device = "cpu", dtype: torch.dtype = torch.float32,
@@ -72,6 +97,7 @@ class CausalGenerator:
         self.fps, self.chunk_frames = float(fps), int(chunk_frames)
         self.frame_size = model.config.frame_size
         self.weights = weights
+        self.weights_sha256 = "unknown"          # content hash of the weights file (set by the model factories)
 
     def check_prompt(self, prompt: str) -> None:
         """Raise :class:`UserError` now for a prompt the model cannot read."""
@@ -81,7 +107,14 @@ class CausalGenerator:
         return {"name": self.name, **self.policy.describe(), **self.sampler.describe(),
                 "chunk_frames": self.chunk_frames, "fps": self.fps, "frame_size": self.frame_size,
                 "params": sum(p.numel() for p in self.model.parameters()), "codec": self.model.config.codec,
-                "weights": self.weights, "device": str(self.device), "dtype": str(self.dtype).replace("torch.", "")}
+                "weights": self.weights, "weights_sha256": self.weights_sha256, "device": str(self.device),
+                "dtype": str(self.dtype).replace("torch.", "")}
+
+    def attention_probe(self, **options: Any) -> ProbeFn:
+        """A probe for ``stream(..., probe=)`` that counts only this sampler's denoising passes."""
+        from adabench.metrics.attention import AttentionProbe
+
+        return AttentionProbe.for_generator(self, **options)
 
     @torch.inference_mode()
     def stream(self, prompt: str, seed: int, num_frames: int, init: torch.Tensor | None = None,

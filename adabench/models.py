@@ -10,6 +10,7 @@ speed measurements only: it says so in ``describe()["weights"]``).
 
 from __future__ import annotations
 
+import hashlib
 from pathlib import Path
 
 import torch
@@ -89,9 +90,12 @@ def build_generator(name: str, policy: CachePolicy, steps: int, shift: float, ch
         model, codec, meta = load_model(path, rebuild_hint=hint)
         decoder = f", decoder {meta['decoder']}" if "decoder" in meta else ""
         weights = f"{path.name} ({meta.get('recipe', 'unknown recipe')}, {meta.get('steps', '?')} steps{decoder})"
-    return CausalGenerator(name, model, codec, policy, FlowSampler(steps, shift, stagger),
-                           lambda text: list(parse_prompt(text).tokens),
-                           chunk_frames=chunk, device=_device(device), dtype=DTYPES[dtype], weights=weights)
+        weights_sha = hashlib.sha256(path.read_bytes()).hexdigest()
+    generator = CausalGenerator(name, model, codec, policy, FlowSampler(steps, shift, stagger),
+                                lambda text: list(parse_prompt(text).tokens),
+                                chunk_frames=chunk, device=_device(device), dtype=DTYPES[dtype], weights=weights)
+    generator.weights_sha256 = weights_sha if checkpoint != "random" else f"random-init(seed={RANDOM_INIT_SEED})"
+    return generator
 
 
 def ff_anchor(sink: int = 1, window: int = 3, pos: str = "absolute", steps: int = 4, shift: float = DEFAULT_SHIFT,

@@ -21,6 +21,7 @@ class GroundTruthGenerator:
     """
 
     name = "panworld-gt"
+    capabilities = frozenset({"init_frames"})     # given first frames are ground truth's own: ignored
 
     def __init__(self, size: int = 32, fps: float = 16.0, chunk_frames: int = 3, device: str = "cpu") -> None:
         self.frame_size, self.fps, self.chunk_frames = int(size), float(fps), int(chunk_frames)
