@@ -13,7 +13,7 @@ import sys
 
 from adabench.errors import EXIT_USER_ERROR, UserError
 
-COMMANDS = ("generate", "list", "score", "train")
+COMMANDS = ("compare", "aggregate", "merge", "generate", "list", "score", "train")
 
 
 class _Parser(argparse.ArgumentParser):
@@ -36,6 +36,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     try:
         args = build_parser().parse_args(argv)
+        args._argv = list(sys.argv[1:] if argv is None else argv)
         return int(args._run(args) or 0)
     except UserError as exc:
         print(f"adabench: error: {exc}", file=sys.stderr)

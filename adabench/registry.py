@@ -3,7 +3,9 @@
 Entries are registered by import path ("module:attribute") so that nothing heavy is
 imported until it is used. Specs are ``name`` or ``name:key=value,key=value``; unknown
 names and unknown keys raise :class:`UserError` with suggestions. Third parties register
-through the ``adabench.generators`` and ``adabench.metrics`` entry-point groups.
+through the entry-point groups ``adabench.generators``, ``adabench.policies``,
+``adabench.metrics`` and ``adabench.suites`` (see docs/extending.md); a built-in name wins
+over a plug-in of the same name.
 """
 
 from __future__ import annotations
@@ -150,9 +152,9 @@ def check_kwargs(factory: Callable[..., Any], kwargs: dict[str, Any], what: str)
 
 
 GENERATORS = Registry("model", "adabench.generators")
-POLICIES = Registry("cache policy")
+POLICIES = Registry("cache policy", "adabench.policies")
 METRICS = Registry("metric", "adabench.metrics")
-SUITES = Registry("prompt suite")
+SUITES = Registry("prompt suite", "adabench.suites")
 
 
 def _load_builtins() -> None:

@@ -1,0 +1,1 @@
+"""Harness for `adabench compare`: jobs, runs and their statistics."""
