@@ -86,6 +86,8 @@ def frame_masses(q: torch.Tensor, k: torch.Tensor, scale: float, tokens_per_fram
         raise ValueError(f"{nk} keys are not a whole number of frames of {tpf} tokens")
     nf = nk // tpf
     acc = dict(device=q.device, dtype=torch.float64)
+    if nk <= key_chunk:                                                # one block: no running accumulators
+        return _frame_masses_one_block(q, k, scale, tpf, mask)
     frame_lse = torch.full((b, h, m, nf), -math.inf, **acc)            # [B, H, M, F]
     lse = torch.full((b, h, m), -math.inf, **acc)                      # running LSE over all keys
     mean_score = torch.zeros((b, h, m), **acc)                         # running sum_j p_j s_j (p w.r.t. lse)
@@ -97,9 +99,14 @@ def frame_masses(q: torch.Tensor, k: torch.Tensor, scale: float, tokens_per_fram
         largest = max(largest, s.shape[-2] * s.shape[-1])
         if mask is not None:
             s = s.masked_fill(~mask[:, c0:c1], -math.inf)
-        for f in range(c0 // tpf, (c1 - 1) // tpf + 1):                # frames touched by this block
-            a, z = max(f * tpf, c0) - c0, min((f + 1) * tpf, c1) - c0
-            frame_lse[..., f] = torch.logaddexp(frame_lse[..., f], s[..., a:z].logsumexp(-1).double())
+        if c0 % tpf == 0 and (c1 - c0) % tpf == 0:                     # whole frames: one reduction
+            f0, f1 = c0 // tpf, c1 // tpf
+            per_frame = s.unflatten(-1, (f1 - f0, tpf)).logsumexp(-1).double()        # [B, H, M, f1 - f0]
+            frame_lse[..., f0:f1] = torch.logaddexp(frame_lse[..., f0:f1], per_frame)
+        else:
+            for f in range(c0 // tpf, (c1 - 1) // tpf + 1):            # frames touched by this block
+                a, z = max(f * tpf, c0) - c0, min((f + 1) * tpf, c1) - c0
+                frame_lse[..., f] = torch.logaddexp(frame_lse[..., f], s[..., a:z].logsumexp(-1).double())
         hidden = torch.isneginf(s)
         block_lse32 = s.logsumexp(-1)                                  # [B, H, M]
         p = torch.where(hidden, 0.0, (s - block_lse32[..., None]).exp())   # block-local probabilities
@@ -112,6 +119,24 @@ def frame_masses(q: torch.Tensor, k: torch.Tensor, scale: float, tokens_per_fram
     visible = torch.full((m,), float(nk), **acc) if mask is None else mask.sum(-1).double()   # [M]
     entropy = (lse - mean_score) / visible.log()                       # NaN/inf where one key is visible
     return FrameMasses(mass, entropy, largest)
+
+
+def _frame_masses_one_block(q: torch.Tensor, k: torch.Tensor, scale: float, tpf: int,
+                            mask: torch.Tensor | None) -> FrameMasses:
+    """:func:`frame_masses` when all keys fit one block: the same sums, without running rescales."""
+    m, nk = q.shape[2], k.shape[2]
+    s = (q.float() @ k.float().transpose(-1, -2)) * scale               # [B, H, M, N] float32
+    if mask is not None:
+        s = s.masked_fill(~mask, -math.inf)
+    frame_lse = s.unflatten(-1, (nk // tpf, tpf)).logsumexp(-1).double()   # [B, H, M, F]
+    lse32 = s.logsumexp(-1)                                            # [B, H, M]
+    hidden = torch.isneginf(s)
+    p = torch.where(hidden, 0.0, (s - lse32[..., None]).exp())         # probabilities
+    mean_score = (p * s.masked_fill(hidden, 0.0)).sum(-1).double()     # sum_j p_j s_j
+    mass = _rescale(frame_lse, frame_lse.logsumexp(-1, keepdim=True))  # [B, H, M, F], sums to 1 in float64
+    visible = torch.full((m,), float(nk), device=q.device, dtype=torch.float64) if mask is None \
+        else mask.sum(-1).double()                                     # [M]
+    return FrameMasses(mass, (lse32.double() - mean_score) / visible.log(), m * nk)
 
 
 # --- which frames are what ----------------------------------------------------------------
@@ -244,6 +269,7 @@ class AttentionProbe:
     def _reset_chunk(self) -> None:
         self._pass, self._last_layer = -1, None
         self._layout: KeyLayout | None = None
+        self._roles: tuple[KeyLayout, FrameRoles, dict[str, torch.Tensor]] | None = None   # per-layout cache
         # group -> pass -> layer -> per-head stats
         self._calls: dict[str, dict[int, dict[int, dict[str, torch.Tensor]]]] = {g: {} for g in self.groups}
 
@@ -268,9 +294,12 @@ class AttentionProbe:
             raise ValueError(f"q {tuple(q.shape)} / k {tuple(k.shape)} do not match the layout "
                              f"({layout.query_frames} query frames of {layout.num_frames}, {tpf} tokens each)")
         self._layout = layout
-        roles = frame_roles(layout, self.recency_frames)
+        if self._roles is None or self._roles[0] is not layout:          # one layout serves a chunk's passes
+            self._roles = (layout, frame_roles(layout, self.recency_frames),
+                           {g: query_rows(layout, g, self.max_queries).to(q.device) for g in self.groups})
+        _, roles, group_rows = self._roles
         for group in self.groups:
-            rows = query_rows(layout, group, self.max_queries).to(q.device)     # [M]
+            rows = group_rows[group]                                            # [M]
             if rows.numel() == 0:
                 continue
             sub_mask = None if mask is None else mask[rows]                      # [M, Nk]

@@ -39,7 +39,7 @@ def dense(scores: torch.Tensor, tpf: int) -> tuple[torch.Tensor, torch.Tensor]:
 
 
 # --- exact masses ---------------------------------------------------------------------------
-@pytest.mark.parametrize("key_chunk", [1, 4, 7, 15, 64])
+@pytest.mark.parametrize("key_chunk", [1, 4, 7, 15, 64, 4096])
 def test_chunked_lse_equals_dense_softmax(key_chunk):
     torch.manual_seed(1)
     tpf, nf, m = 3, 5, 6
@@ -52,7 +52,7 @@ def test_chunked_lse_equals_dense_softmax(key_chunk):
     assert fm.largest_block == m * min(key_chunk, nf * tpf)
 
 
-@pytest.mark.parametrize("key_chunk", [2, 5, 15])
+@pytest.mark.parametrize("key_chunk", [2, 5, 15, 4096])
 def test_chunked_lse_respects_mask(key_chunk):
     torch.manual_seed(2)
     tpf, nf, m = 3, 5, 4
