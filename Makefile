@@ -22,9 +22,15 @@ test: $(STAMP)
 test-all: $(STAMP)
 	$(PY) -m pytest -q
 
-## The main job on the embedded default: generate, score and report.
+## The main job on the embedded default: the three policies and the ground truth on
+## panworld-default, 2 seeds, image- and text-to-video, horizons 21/51/126, one process per
+## core (torchrun; results folder reports/latest/, resumed if interrupted).
+BENCH_PROCS ?= 2
+BENCH_ARGS  ?= --models adastate,ff-anchor,sliding-window --prompts panworld-default \
+               --frames 21,51,126 --seeds 2 --init gt,none
 bench: $(STAMP)
-	$(PY) -m adabench.bench --out reports/bench
+	$(VENV)/bin/torchrun --standalone --nproc_per_node $(BENCH_PROCS) -m adabench compare $(BENCH_ARGS) \
+		--out reports/latest
 
 ## Speed benchmarks (pytest-benchmark): medians and ratios, measured in one run.
 perf: $(STAMP)
@@ -32,4 +38,4 @@ perf: $(STAMP)
 		--benchmark-columns=median,iqr,rounds --benchmark-sort=name
 
 clean:
-	rm -rf $(VENV) build dist *.egg-info .pytest_cache .benchmarks reports/bench
+	rm -rf $(VENV) build dist *.egg-info .pytest_cache .benchmarks reports/latest

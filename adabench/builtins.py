@@ -19,6 +19,8 @@ GENERATORS.register("ff-anchor", "adabench.models:ff_anchor", "embedded DiT with
 GENERATORS.register("sliding-window", "adabench.models:sliding_window", "embedded DiT with a sliding window")
 GENERATORS.register("adastate", "adabench.models:adastate", "embedded DiT with AdaState's adaptive state")
 GENERATORS.register("base", "adabench.models:base", "embedded DiT before policy fine-tuning (block-causal, 21 frames)")
+GENERATORS.register("dit", "adabench.models:dit",
+                    "embedded DiT (base weights) under any registered cache policy: dit:policy=NAME,key=value")
 
 # --- metrics ----------------------------------------------------------------------
 METRICS.register("flow", "adabench.metrics.flow_magnitude:FlowMagnitude",

@@ -5,13 +5,15 @@ so ``adastate:state=1,window=3,pos=relative,steps=8`` builds one (``chunk=N``: f
 chunk; ``stagger=N``: frame k of a chunk starts k * N sampler steps after the first). Shipped checkpoints live
 in ``adabench/weights/<name>.safetensors`` (see ``manifest.json`` there); ``checkpoint=PATH``
 loads another one and ``checkpoint=random`` a fixed-seed untrained model (for tests and
-speed measurements only: it says so in ``describe()["weights"]``).
+speed measurements only: it says so in ``describe()["weights"]``). ``dit:policy=NAME,...``
+runs the ``base`` weights under any registered cache policy, plug-ins included.
 """
 
 from __future__ import annotations
 
 import hashlib
 from pathlib import Path
+from typing import Any
 
 import torch
 
@@ -115,6 +117,39 @@ def base(window: int = 21, pos: str = "absolute", steps: int = 4, shift: float =
          chunk: int = DEFAULT_CHUNK, stagger: int = DEFAULT_STAGGER) -> CausalGenerator:
     """The backbone before any policy fine-tune, with the block-causal window it was trained with."""
     return build_generator("base", SlidingWindow(window, pos), steps, shift, checkpoint, device, dtype, chunk, stagger)
+
+
+DIT_KEYS = ("policy", "steps", "shift", "checkpoint", "device", "dtype", "chunk", "stagger")
+
+
+def dit(policy: str = "sliding-window", steps: int = 4, shift: float = DEFAULT_SHIFT, checkpoint: str | None = None,
+        device: str = "cpu", dtype: str = "float32", chunk: int = DEFAULT_CHUNK, stagger: int = DEFAULT_STAGGER,
+        **policy_args: Any) -> CausalGenerator:
+    """The embedded DiT under any registered cache policy, plug-ins included (``dit:policy=NAME,key=value``).
+
+    Keys the sampler and weights do not take go to the policy. The weights default to the
+    shipped ``base`` checkpoint: the backbone before any policy fine-tune, the fair start for a
+    policy that has none (``checkpoint=PATH`` for one trained with a recipe whose ``policy`` is it).
+    """
+    import difflib
+
+    from adabench.registry import POLICIES, accepted_kwargs, parse_spec
+
+    name = parse_spec(str(policy))[0]
+    accepted = accepted_kwargs(POLICIES.entry(name).load())          # None: the policy takes **kwargs
+    for key in policy_args if accepted is not None else ():
+        if key not in accepted:
+            close = difflib.get_close_matches(key, [*accepted, *DIT_KEYS], n=1)
+            hint = f" (did you mean {close[0]!r}?)" if close else ""
+            raise UserError(f"dit has no parameter {key!r}{hint}; accepted: {', '.join(DIT_KEYS)} and the "
+                            f"parameters of cache policy {name!r}: {', '.join(sorted(accepted)) or 'none'}")
+    cache_policy = POLICIES.build(str(policy), **policy_args)
+    if not isinstance(cache_policy, CachePolicy):
+        raise UserError(f"dit: cache policy {name!r} builds a {type(cache_policy).__name__}; accepted: a policy "
+                        "whose factory returns an adabench.cache.CachePolicy")
+    generator = build_generator("base", cache_policy, steps, shift, checkpoint, device, dtype, chunk, stagger)
+    generator.name = f"dit[{cache_policy.spec()}]"
+    return generator
 
 
 def adastate(state: int = 1, window: int = 3, pos: str = "relative", gap: int = DEFAULT_GAP, steps: int = 4,

@@ -60,3 +60,45 @@ def test_bench_metric_fps(benchmark, names, size):
     benchmark.pedantic(score, args=(names, frames), rounds=3, iterations=1, warmup_rounds=1)
     if benchmark.stats is not None:     # None under --benchmark-disable
         benchmark.extra_info["frames_per_s"] = frames.shape[0] / benchmark.stats.stats.median
+
+
+# --- the harness's shared flow: one job's scoring, flow shared or not --------------------------
+HORIZONS = (21, 51, 126)
+FLOW_METRICS = ["flow", "retention", "motion-fidelity", "dynamic-degree"]
+
+
+def score_horizons(frames: torch.Tensor, shared: bool) -> int | None:
+    """Score every horizon on its prefix as the harness does (chunks of 3); flow pairs computed when shared."""
+    from adabench.harness.runner import prefix
+    from adabench.metrics.flow import get_flow_backend
+    from adabench.metrics.shared import SharedWork
+
+    backend = get_flow_backend("dis")
+    work = SharedWork()
+    sets = {h: [METRICS.build(n, backend=backend, true_velocity=(1.5, 0.0)) for n in FLOW_METRICS] for h in HORIZONS}
+    for metrics in sets.values():
+        for metric in metrics:
+            if shared:
+                metric.share(work)
+    for i, start in enumerate(range(0, frames.shape[0], 3)):
+        chunk = Chunk(index=i, start_frame=start, frames=frames[start:start + 3], fps=16.0)
+        for h, metrics in sets.items():
+            part = prefix(chunk, h)
+            for metric in metrics if part is not None else ():
+                metric.update(part)
+        work.end_chunk()
+    for metrics in sets.values():
+        for metric in metrics:
+            metric.compute()
+    return work.flow_pairs_computed if shared else None
+
+
+@pytest.mark.parametrize("shared", [False, True], ids=["flow-per-metric", "flow-shared"])
+def test_bench_job_scoring_flow_sharing(benchmark, shared):
+    frames = panning(32, 126)
+    benchmark.group = "one job's flow metrics at horizons 21, 51, 126 (32x32, 126 frames)"
+    benchmark.extra_info.update(metrics=",".join(FLOW_METRICS), horizons="21,51,126", timed="update+compute, CPU")
+    pairs = benchmark.pedantic(score_horizons, args=(frames, shared), rounds=5, iterations=1, warmup_rounds=1)
+    if shared:
+        benchmark.extra_info["flow_pairs"] = pairs
+        assert pairs == 125 + 62      # every consecutive pair and every pair of even frames, once

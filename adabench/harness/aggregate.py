@@ -193,6 +193,8 @@ def aggregate(out: Path, write: bool = True) -> dict[str, Any]:
                         "series": sname, "frames": int(frames), "init": init, **ci, "unit": m.get("unit", ""),
                         "direction": m.get("direction", "none"), "backend": m.get("backend"),
                         "description": m.get("description", "")}
+                if name == reference and "frechet_feature_00" in meta:
+                    na[meta["frechet_feature_00"]["metric"]] = "the reference row itself (the distance is to it)"
                 if reference and name != reference and "frechet_feature_00" in meta:
                     extra = _set_level(mrows, by_model.get(reference, []), frames, init, meta["frechet_feature_00"])
                     for key, value in extra.items():

@@ -131,8 +131,9 @@ def run_compare(args: Any, argv: list[str]) -> int:
     run_id = distributed.start(shard)                    # every rank has planned the same jobs
     store = Store(store_dir, shard.writer)
     finished = store.finished()
-    mine = [job for i, job in enumerate(plan.jobs) if shard.mine(i) and job.hash not in finished]
-    skipped = sum(1 for i, job in enumerate(plan.jobs) if shard.mine(i)) - len(mine)
+    assigned = [job for job, mine in zip(plan.jobs, shard.assign(plan.jobs)) if mine]
+    mine = [job for job in assigned if job.hash not in finished]
+    skipped = len(assigned) - len(mine)
     if args.save_videos:
         videos.mkdir(exist_ok=True)
     failed = run_jobs(plan, mine, store, videos if args.save_videos else None,

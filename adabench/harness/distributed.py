@@ -2,14 +2,15 @@
 
 - Single process: every job, store file ``main``.
 - ``torchrun --nproc_per_node N -m adabench compare ...`` (one or many nodes): rank r of W
-  runs jobs ``i % W == r`` of the plan on its own device (``cuda:LOCAL_RANK`` with
-  ``--device cuda``) and writes store file ``rank-r-of-W``. One collective runs at the
+  runs its share of the plan's jobs on its own device (``cuda:LOCAL_RANK`` with
+  ``--device cuda``) and writes store file ``rank-r-of-W``; each model's jobs are dealt
+  round-robin over the ranks (:meth:`Shard.assign`). One collective runs at the
   start, while every rank is alive: a gloo barrier that also hands rank 0's run id to all.
   After that, no collective: each rank writes a done marker (with the run id) when its jobs
   are finished, and rank 0 polls the file system for the markers, then merges the rank
   files into ``main`` and aggregates. A crashed rank cannot hang anything (torchrun stops
   the others; a rerun resumes from what every rank stored).
-- ``--shard K/N`` without torchrun (one Slurm array task per shard): jobs ``i % N == K - 1``,
+- ``--shard K/N`` without torchrun (one Slurm array task per shard): the K-th share of the jobs,
   store file ``shard-K-of-N``, results of that shard alone; ``adabench merge`` joins shard
   folders, and shards writing into one folder are read as one store anyway.
 """
@@ -48,8 +49,17 @@ class Shard:
         """The process that writes the plan, merges and aggregates (rank 0; every --shard for itself)."""
         return self.index == 0 or not self.torchrun
 
-    def mine(self, position: int) -> bool:
-        return position % self.count == self.index
+    def assign(self, jobs: list) -> list[bool]:
+        """Which of the plan's ``jobs`` this shard runs: each model's jobs dealt round-robin over the
+        shards, so that every shard gets its share of every model (a cheap reference row and an
+        expensive model do not end up on different ranks)."""
+        seen: dict[str, int] = {}
+        out = []
+        for job in jobs:
+            position = seen.get(job.model, 0)
+            seen[job.model] = position + 1
+            out.append(position % self.count == self.index)
+        return out
 
 
 def shard_of(shard: tuple[int, int] | None) -> Shard:

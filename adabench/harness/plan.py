@@ -38,6 +38,7 @@ class JobSpec:
     model: str
     model_spec: str                 # canonical: name:key=value,... with every default
     weights: str                    # content hash of the weights (or what the generator says they are)
+    generator: str                  # hash of the generator's describe() (its settings as it reports them)
     prompt: str
     seed: int
     init: str                       # "gt" | "none"
@@ -183,14 +184,19 @@ def read_prompts(source: str) -> tuple[list[str], str]:
     return list(dict.fromkeys(canonical)), label
 
 
-def is_panworld(prompt: str) -> bool:
+def panworld_error(prompt: str) -> str | None:
+    """Why ``prompt`` is not a PanWorld prompt (the grammar's message), or None when it is one."""
     from adabench.world.prompts import parse_prompt
 
     try:
         parse_prompt(prompt)
-    except UserError:
-        return False
-    return True
+    except UserError as err:
+        return str(err)
+    return None
+
+
+def is_panworld(prompt: str) -> bool:
+    return panworld_error(prompt) is None
 
 
 # --- models -----------------------------------------------------------------------------------------
@@ -207,7 +213,11 @@ def canonical_spec(registry: Registry, spec: str, leave_out: tuple[str, ...] = (
         if param.default is not inspect.Parameter.empty and param.kind in (param.POSITIONAL_OR_KEYWORD,
                                                                           param.KEYWORD_ONLY):
             values[param.name] = param.default
-    values.update(kwargs)
+    for key, value in kwargs.items():               # 5 and 5.0 are one value when the default is a float
+        default = values.get(key)
+        if isinstance(default, float) and isinstance(value, int) and not isinstance(value, bool):
+            value = float(value)
+        values[key] = value
     items = [f"{k}={v}" for k, v in sorted(values.items()) if k not in leave_out and v is not None]
     return f"{name}:{','.join(items)}" if items else name
 
@@ -257,6 +267,25 @@ def check_device(device: str) -> None:
         raise UserError("--device cuda was asked for but no CUDA GPU is available here; accepted here: cpu")
 
 
+def weights_identity(describe: dict[str, Any]) -> str:
+    return str(describe.get("weights_sha256", describe.get("weights", "unknown")))
+
+
+def describe_hash(describe: dict[str, Any]) -> str:
+    """Hash of what a generator says about itself, less where it runs (ranks differ in device index)."""
+    stable = {k: v for k, v in describe.items() if k != "device"}
+    return hashlib.sha256(json.dumps(stable, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def check_metric_names(specs: tuple[str, ...]) -> None:
+    """One metric name once: two specs of one metric would write the same scalar names."""
+    names = [parse_spec(spec)[0] for spec in specs]
+    repeated = sorted({n for n in names if names.count(n) > 1})
+    if repeated:
+        raise UserError(f"--metrics names {', '.join(repeated)} more than once; their scalars would share names. "
+                        "accepted: each metric once (compare two settings of a metric in two runs)")
+
+
 # --- the plan -----------------------------------------------------------------------------------------
 
 def build_plan(models: str, prompts: str, frames: str, seeds: str, inits: str, metrics: str | None,
@@ -276,11 +305,13 @@ def build_plan(models: str, prompts: str, frames: str, seeds: str, inits: str, m
     for spec in metric_specs:
         check_duplicate_keys(spec)
         METRICS.entry(parse_spec(spec)[0])                       # unknown names fail with suggestions
+    check_metric_names(metric_specs)
     prompt_list, label = read_prompts(prompts)
     panworld = all(is_panworld(p) for p in prompt_list)
     if "gt" in init_list and not panworld:
+        other = next(p for p in prompt_list if not is_panworld(p))
         raise UserError(f"--init gt needs PanWorld prompts (the true first frame comes from PanWorld), but {label} "
-                        "holds other text; use --init none")
+                        f"holds {other!r} ({panworld_error(other)}); fix it, or use --init none for other text")
     names = split_specs(models)
     if not names:
         raise UserError("--models is empty; accepted: a comma list of names from 'adabench list'")
@@ -304,8 +335,8 @@ def build_plan(models: str, prompts: str, frames: str, seeds: str, inits: str, m
             for init in init_list:
                 for entry in entries:
                     plan.jobs.append(JobSpec(
-                        model=entry.name, model_spec=entry.spec, weights=str(entry.describe.get("weights_sha256",
-                                                                                                entry.describe.get("weights", "unknown"))),
+                        model=entry.name, model_spec=entry.spec, weights=weights_identity(entry.describe),
+                        generator=describe_hash(entry.describe),
                         prompt=prompt, seed=seed, init=init, frames=horizons, device=kind,
                         dtype=str(entry.describe.get("dtype", "float32")), metrics=metric_specs))
     return plan

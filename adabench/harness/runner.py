@@ -112,6 +112,10 @@ def collect(metrics: list[tuple[str, StreamingMetric]]) -> tuple[dict, dict, dic
     info: dict[str, dict[str, Any]] = {}
     for spec, metric in metrics:
         result: MetricResult = metric.compute()
+        clash = sorted(k for k in (*result.scalars, *result.series) if info.get(k, {}).get("metric") not in (None, spec))
+        if clash:
+            raise JobError(f"metrics {info[clash[0]]['metric']!r} and {spec!r} both report {', '.join(clash)}; "
+                           "a name must come from one metric (rename the plug-in's outputs)")
         scalars.update({k: float(v) for k, v in result.scalars.items()})
         series.update({k: [float(x) for x in v] for k, v in result.series.items()})
         for name, i in result.info.items():
