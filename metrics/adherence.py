@@ -168,6 +168,20 @@ class ClipWindowMetric(StreamingMetric):
                           "so motion classes read speeds scaled by the frame-rate ratio", stacklevel=3)
         self._buffer: torch.Tensor | None = None     # [k < clip_frames, 3, H, W]
         self._next_frame = 0
+        self.work: Any = None
+
+    def share(self, work: Any) -> None:
+        self.work = work
+
+    def clip_features(self, clips: torch.Tensor, start: int) -> torch.Tensor:
+        """The evaluator's features of ``clips`` [N, T, 3, H, W] whose first frame is video frame
+        ``start``, computed once per chunk for every metric (and horizon) that shares ``self.work``."""
+        def compute() -> torch.Tensor:
+            return self.network.features(clips)
+
+        if self.work is None:
+            return compute()
+        return self.work.memo(("evaluator", self.backend, self.clip_frames, start, clips.shape[0]), compute)
 
     def reset(self) -> None:
         super().reset()
@@ -180,6 +194,7 @@ class ClipWindowMetric(StreamingMetric):
         self._next_frame += chunk.num_frames
         if not self.active or chunk.num_frames == 0:
             return
+        start = chunk.start_frame - (0 if self._buffer is None else self._buffer.shape[0])
         frames = chunk.frames if self._buffer is None else torch.cat([self._buffer, chunk.frames])  # [K, 3, H, W]
         full = frames.shape[0] // self.clip_frames
         cut = full * self.clip_frames
@@ -187,11 +202,11 @@ class ClipWindowMetric(StreamingMetric):
         if full:
             clips = frames[:cut].unflatten(0, (full, self.clip_frames))   # [N, T, 3, H, W]
             with torch.no_grad():
-                self.score_clips(clips.to(self.device))
+                self.score_clips(clips.to(self.device), start)
 
     @abstractmethod
-    def score_clips(self, clips: torch.Tensor) -> None:
-        """Consume complete clips [N, T, 3, H, W] in video order."""
+    def score_clips(self, clips: torch.Tensor, start: int) -> None:
+        """Consume complete clips [N, T, 3, H, W] in video order; the first begins at video frame ``start``."""
 
 
 class PromptAdherence(ClipWindowMetric):
@@ -218,8 +233,12 @@ class PromptAdherence(ClipWindowMetric):
         return MetricInfo("adherence_all", "fraction", "higher", self.backend,
                           "share of clips whose motion, scene, color and shape the evaluator reads as prompted")
 
-    def score_clips(self, clips: torch.Tensor) -> None:
-        logits = self.network(clips)
+    def score_clips(self, clips: torch.Tensor, start: int) -> None:
+        from adabench.evaluator import Evaluator
+
+        # the shipped evaluator: logits from the features the Fréchet metric shares; any other network: called
+        logits = (self.network.classify(self.clip_features(clips, start)) if isinstance(self.network, Evaluator)
+                  else self.network(clips))
         pred = {a: logits[a].argmax(dim=1).cpu() for a in ATTRIBUTES}                  # [N] each
         right = torch.stack([pred[a] == self.target[a] for a in ATTRIBUTES], dim=1)      # [N, 4]
         self.hits.extend(tuple(int(v) for v in row) for row in right.tolist())
@@ -279,8 +298,8 @@ class EvaluatorFrechet(ClipWindowMetric):
                           f"Fréchet distance of evaluator features to ground truth, mean over "
                           f"{self.clip_frames}-frame windows (set-level: needs a few dozen videos)")
 
-    def score_clips(self, clips: torch.Tensor) -> None:
-        feats = self.network.features(clips).detach().double().cpu()      # [N, D]
+    def score_clips(self, clips: torch.Tensor, start: int) -> None:
+        feats = self.clip_features(clips, start).detach().double().cpu()  # [N, D]
         self.videos[-1].extend(list(feats))
 
     def window_features(self) -> list[list[torch.Tensor]]:

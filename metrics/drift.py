@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import math
 from abc import abstractmethod
-from typing import Sequence
+from typing import Any, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -151,6 +151,15 @@ class PerFrameMetric(StreamingMetric):
             self.add_state(f"values_{name}", [], "cat")
         self._first: torch.Tensor | None = None
         self._prev: torch.Tensor | None = None
+        self.work: Any = None
+
+    def share(self, work: Any) -> None:
+        self.work = work
+
+    @property
+    def share_key(self) -> tuple | None:
+        """What the per-frame values depend on besides the video (equal keys share values); None: never share."""
+        return None
 
     @property
     def window_frames(self) -> int:
@@ -180,8 +189,14 @@ class PerFrameMetric(StreamingMetric):
                              f"expected {self.num_frames} (chunks must arrive in order)")
         if chunk.num_frames == 0:
             return
-        items = self.embed(chunk.frames)                          # [F, ...]
-        scored = self.score(items, self._first, self._prev)
+
+        def embed_and_score() -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+            items = self.embed(chunk.frames)                      # [F, ...]
+            return items, self.score(items, self._first, self._prev)
+
+        key = self.share_key
+        items, scored = embed_and_score() if self.work is None or key is None else \
+            self.work.memo((*key, chunk.start_frame, chunk.num_frames), embed_and_score)
         for name in self.series_names:
             self.values(name).extend(scored[name].double().tolist())
         if self._first is None:
@@ -220,6 +235,10 @@ class Drift(PerFrameMetric):
         if int(n_chunks) < 2:
             raise UserError(f"n_chunks must be an integer >= 2, got {n_chunks!r}")
         self.n_chunks = int(n_chunks)
+
+    @property
+    def share_key(self) -> tuple:
+        return ("measure", self.measure.name)
 
     @property
     def info(self) -> MetricInfo:
@@ -268,6 +287,10 @@ class AnchorLockIn(PerFrameMetric):
             raise UserError(f"unknown lock-in similarity {similarity!r}; known: {', '.join(self.SIMILARITIES)}")
         self.measure = get_measure(self.SIMILARITIES[similarity])
         super().__init__(["lockin"], fps, window_seconds)
+
+    @property
+    def share_key(self) -> tuple:
+        return ("measure", self.measure.name)
 
     @property
     def info(self) -> MetricInfo:

@@ -6,7 +6,9 @@ scores every horizon of a rollout on its prefix needs each pair once more per ho
 A :class:`SharedWork` attached to every metric of a video (``metric.share(work)``) keeps
 the flow of each pair ``(earlier frame, later frame)`` per backend identity
 (:attr:`FlowBackend.key`), so each pair is computed once per video whatever the number of
-metrics and horizons.
+metrics and horizons. :meth:`SharedWork.memo` does the same for other per-chunk work:
+per-frame measures (drift, lock-in) and the evaluator's features of complete clips
+(adherence, Fréchet distance).
 
 Memory: the feeder calls :meth:`SharedWork.end_chunk` once every metric has seen a chunk;
 the pairs kept until then are those ending in that chunk (every metric meets a pair while
@@ -15,9 +17,13 @@ consuming the chunk of its later frame), so memory is bounded by a chunk, not th
 
 from __future__ import annotations
 
+from typing import Any, Callable, TypeVar
+
 import torch
 
 from adabench.metrics.flow import FlowBackend
+
+T = TypeVar("T")
 
 
 class SharedWork:
@@ -25,7 +31,19 @@ class SharedWork:
 
     def __init__(self) -> None:
         self._flow: dict[tuple, torch.Tensor] = {}     # (backend key, i, j) -> [2, H, W]
+        self._memo: dict[tuple, Any] = {}
         self.flow_pairs_computed = 0
+        self.memo_computed = 0
+
+    def memo(self, key: tuple, compute: Callable[[], T]) -> T:
+        """``compute()`` once per ``key`` in the current chunk (per-frame measures, evaluator features).
+
+        The key must name everything the value depends on besides the video itself, e.g.
+        (measure, start frame, frame count)."""
+        if key not in self._memo:
+            self._memo[key] = compute()
+            self.memo_computed += 1
+        return self._memo[key]
 
     def flow(self, backend: FlowBackend, prev: torch.Tensor, nxt: torch.Tensor, prev_index: torch.Tensor,
              next_index: torch.Tensor) -> torch.Tensor:
@@ -42,5 +60,6 @@ class SharedWork:
         return torch.stack([self._flow[key] for key in keys])                         # [N, 2, H, W]
 
     def end_chunk(self) -> None:
-        """Every metric has seen the current chunk: forget its pairs."""
+        """Every metric has seen the current chunk: forget its pairs and values."""
         self._flow.clear()
+        self._memo.clear()

@@ -324,3 +324,31 @@ def test_cli_mistake_is_one_line_without_traceback(tmp_path):
     result = run_cli("compare", "--models", "adastate", "--seeds", "-1", "--out", str(tmp_path / "o"))
     assert result.returncode == 2 and "Traceback" not in result.stderr
     assert len(result.stderr.strip().splitlines()) == 1 and "--seeds" in result.stderr
+
+
+def test_shared_work_changes_no_number():
+    """Every scalar of a job equals the same metrics fed alone, horizon by horizon, with nothing shared."""
+    from adabench.registry import METRICS
+    from adabench.harness.runner import job_context, prefix
+
+    plan = build_plan("adastate", "panworld-smoke", "9,21", "1", "none", "flow,motion-fidelity,dynamic-degree,"
+                      "retention,drift,lockin,adherence,frechet")
+    entry = plan.model("adastate")
+    job = next(j for j in plan.jobs if j.model == "adastate" and "fast" in j.prompt)
+    backend, _ = counting_backend()
+    outcome = run_job(job, entry, backend)
+    assert outcome.status == "ok", outcome.error
+    chunks = list(entry.generator.stream(job.prompt, job.seed, 21))
+    context, _ = job_context(job, entry, backend)
+    for horizon in (9, 21):
+        expected = {}
+        for spec in job.metrics:
+            metric = METRICS.build(spec, **context)                  # fresh, nothing shared
+            for chunk in chunks:
+                part = prefix(chunk, horizon)
+                if part is not None:
+                    metric.update(part)
+            expected.update(metric.compute().scalars)
+        got = outcome.result["horizons"][str(horizon)]["scalars"]
+        for name, value in expected.items():
+            assert got[name] == pytest.approx(value, rel=1e-12, nan_ok=True), (horizon, name)
