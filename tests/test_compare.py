@@ -73,6 +73,7 @@ def test_results_schema_and_every_metric_for_every_model(smoke_run):
     for key in ("command", "adabench", "git_commit", "torch", "device", "device_name", "host_cpu", "init",
                 "timing_mode"):
         assert key in run, key
+    assert run["calibration_ms"] > 0
     assert run["init"] == ["gt"] and run["jobs_planned"] == run["jobs_ok"] == 4 * 3 * 2
     models = results["models"]
     assert list(models) == ["panworld-gt", "adastate", "ff-anchor", "sliding-window"]    # the reference row joined
@@ -84,7 +85,7 @@ def test_results_schema_and_every_metric_for_every_model(smoke_run):
         assert f"{name}@9/gt" in keys and f"{name}@6/gt" in keys, name
     for name, model in models.items():
         assert set(model["metrics"]) == keys, name                    # every metric present for every model
-        assert model["failed"] == 0 and model["spec"]
+        assert model["failed"] == 0 and model["spec"] and len(model["spec_hash"]) == 16
         for key, entry in model["metrics"].items():
             assert {"mean", "ci_low", "ci_high", "n", "unit", "direction", "backend"} <= set(entry), key
             if not entry["applicable"]:

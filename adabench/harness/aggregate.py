@@ -205,7 +205,7 @@ def aggregate(out: Path, write: bool = True) -> dict[str, Any]:
                                            "description": "Fréchet distance to the reference row per window"}
                         else:
                             metrics[key] = value
-        models[name] = {"spec": info["spec"], "role": info["role"], "describe": info["describe"],
+        models[name] = {"spec": info["spec"], "spec_hash": info.get("spec_hash"), "role": info["role"], "describe": info["describe"],
                         "capabilities": info["capabilities"], "jobs": len(mrows), "failed": len(failed),
                         "failures": [{"prompt": r.prompt, "seed": r.seed, "init": r.init, "error": r.error}
                                      for r in failed],

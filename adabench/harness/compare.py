@@ -21,6 +21,7 @@ from adabench import __version__, atomic
 from adabench.errors import UserError
 from adabench.harness import distributed
 from adabench.harness.aggregate import PLAN_FILE, STORE_DIR, aggregate, headline_table
+from adabench.harness.calibration import REPEATS, SIZE, calibration_ms
 from adabench.harness.plan import Plan, build_plan, parse_shard
 from adabench.harness.runner import run_job
 from adabench.harness.store import SCHEMA_VERSION, Store
@@ -69,14 +70,30 @@ def run_info(argv: list[str], plan: Plan, shard: distributed.Shard, build_device
             "device_name": device_name, "host_cpu": host_cpu(), "host": platform.node(), "threads": threads,
             "processes": shard.count, "init": plan.inits, "frames": list(plan.frames), "seeds": plan.seeds,
             "prompts": plan.prompts, "metrics": list(plan.metrics), "timing_mode": timing,
+            "calibration_ms": calibration_ms(build_device),
+            "calibration": f"median ms of {REPEATS} chained float32 {SIZE}x{SIZE} matrix multiplies, "
+                           f"{threads} thread(s), timed before the jobs",
             "started": time.time(), "plan_hash": plan.hash}
+
+
+def model_spec_hash(plan: Plan, name: str) -> str:
+    """What a model's numbers in this run depend on, less adabench's version: its jobs' specs
+    (model, weights, generator, prompts, seeds, init modes, horizons, device, dtype, metrics).
+    Two runs whose numbers for a model may be compared (``adabench regress``) share it."""
+    import hashlib
+    import json
+
+    jobs = [{k: v for k, v in j.to_dict().items() if k not in ("hash", "version", "model")}
+            for j in plan.jobs if j.model == name]
+    return hashlib.sha256(json.dumps(jobs, sort_keys=True).encode()).hexdigest()[:16]
 
 
 def plan_document(plan: Plan, run: dict[str, Any]) -> dict[str, Any]:
     models = {}
     for m in plan.models:
         role = "reference" if m.name == plan.reference else ("baseline" if m.name == plan.baseline else "model")
-        models[m.name] = {"spec": m.spec, "role": role, "describe": m.describe, "capabilities": sorted(m.capabilities)}
+        models[m.name] = {"spec": m.spec, "spec_hash": model_spec_hash(plan, m.name), "role": role,
+                          "describe": m.describe, "capabilities": sorted(m.capabilities)}
     return {"schema_version": SCHEMA_VERSION, "plan_hash": plan.hash, "baseline": plan.baseline,
             "reference": plan.reference, "inits": plan.inits, "frames": list(plan.frames), "models": models,
             "jobs": [j.to_dict() for j in plan.jobs], "run": run}
