@@ -27,7 +27,7 @@ test-all: $(STAMP)
 ## core (torchrun; results folder reports/latest/, resumed if interrupted).
 BENCH_PROCS ?= 2
 BENCH_ARGS  ?= --models adastate,ff-anchor,sliding-window --prompts panworld-default \
-               --frames 21,51,126 --seeds 2 --init gt,none
+               --frames 21,51,126 --seeds 2 --init gt,none --save-videos
 bench: $(STAMP)
 	$(VENV)/bin/torchrun --standalone --nproc_per_node $(BENCH_PROCS) -m adabench compare $(BENCH_ARGS) \
 		--out reports/latest

@@ -13,7 +13,7 @@ import sys
 
 from adabench.errors import EXIT_USER_ERROR, UserError
 
-COMMANDS = ("compare", "aggregate", "merge", "regress", "generate", "list", "score", "train")
+COMMANDS = ("compare", "aggregate", "merge", "regress", "report", "generate", "list", "score", "train")
 
 
 class _Parser(argparse.ArgumentParser):

@@ -169,9 +169,13 @@ def run_compare(args: Any, argv: list[str]) -> int:
         distributed.clear_markers(store_dir)
     results = aggregate(out)
     print(headline_table(results))
+    from adabench.harness.report import render_report
+
+    page = render_report(out)
     total_failed = results["run"]["jobs_failed"]
     say(f"adabench compare: {results['run']['jobs_ok']} of {results['run']['jobs_planned']} jobs finished, "
-        f"{total_failed} failed, {results['run']['jobs_missing']} not run here; results: {out / 'results.json'}")
+        f"{total_failed} failed, {results['run']['jobs_missing']} not run here; results: {out / 'results.json'}, "
+        f"report: {page}")
     return 1 if total_failed or failed else 0
 
 
