@@ -9,11 +9,13 @@ so that tools which pick a format from the suffix (ffmpeg) still see it, and so 
 
 from __future__ import annotations
 
+import glob
+import itertools
 import json
 import os
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Iterable, Iterator
 
 PART = ".part-"
 
@@ -46,14 +48,31 @@ def write_json(path: str | os.PathLike, data: Any) -> None:
     write_text(path, json.dumps(data, indent=1, allow_nan=False) + "\n")
 
 
-def remove_stale_parts(folder: str | os.PathLike) -> int:
+def remove_stale_parts(folder: str | os.PathLike, names: Iterable[str] | None = None) -> int:
     """Delete temporaries left in ``folder`` by killed writers (any process); returns how many.
 
-    Only call this where no other process is writing into ``folder`` at the same time.
+    Without ``names``: every temporary in ``folder``; only call this where no other process is
+    writing into it at the same time. With ``names``: only the temporaries of those targets
+    (``.NAME.part-PID...``) whose writer PID is no longer running, so a live writer's are kept.
     """
     removed = 0
-    for item in Path(folder).glob(f".*{PART}*"):
-        if item.is_file():
+    patterns = [f".*{PART}*"] if names is None else [f".{glob.escape(name)}{PART}*" for name in names]
+    for item in (item for pattern in patterns for item in Path(folder).glob(pattern)):
+        if item.is_file() and (names is None or not writer_alive(item)):
             item.unlink(missing_ok=True)
             removed += 1
     return removed
+
+
+def writer_alive(part: Path) -> bool:
+    """Whether the process whose PID is in the temporary's name (``...part-PID...``) still runs."""
+    digits = "".join(itertools.takewhile(str.isdigit, part.name.rpartition(PART)[2]))
+    if not digits:
+        return False
+    try:
+        os.kill(int(digits), 0)
+    except PermissionError:                         # alive, under another user
+        return True
+    except (ProcessLookupError, OverflowError):     # gone, or no PID at all
+        return False
+    return True

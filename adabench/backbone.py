@@ -163,16 +163,17 @@ class CausalDiT(nn.Module):
         latents [B, n, C, h, w]; t [B, n] flow time per frame (0 = clean, 1 = noise), or
         [B, 1] when all frames share it (cheaper: one modulation for the whole block);
         prompt [B, prompt_tokens] token ids; positions [n] time positions of the frames;
-        the first ``state_frames`` frames are AdaState's hidden state. Returns [B, n, C, h, w].
+        the first ``state_frames`` frames are AdaState's hidden state. Returns [B, n, C, h, w] in the
+        model's dtype: inputs in another dtype (a float32 sampler state, float32 times) are cast once here.
         """
         b, n = latents.shape[:2]
         tpf = self.config.tokens_per_frame
-        x = self.patch_embed(self.patchify(latents))                         # [B, N, D]
+        x = self.patch_embed(self.patchify(latents.to(self.patch_embed.weight.dtype)))    # [B, N, D], model's dtype
         if state_frames:
             is_state = torch.zeros(n * tpf, 1, device=x.device, dtype=x.dtype)
             is_state[: state_frames * tpf] = 1.0
             x = x + is_state * self.state_embed
-        temb = self.time_mlp(timestep_embedding(t, self.config.width))       # [B, n|1, D]
+        temb = self.time_mlp(timestep_embedding(t, self.config.width).to(x.dtype))        # [B, n|1, D], model's dtype
         cond = temb + self.prompt_embed(prompt).sum(1, keepdim=True)         # [B, n|1, D]
         cos, sin = rope if rope is not None else self.rope(positions, x.device, x.dtype)
         context = context if context is not None else NoCache()

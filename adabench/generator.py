@@ -4,7 +4,12 @@
 Per chunk it draws fresh noise for the chunk (and for the state frames, if the policy has
 them) from a generator seeded by the rollout's seed, denoises, decodes and yields the
 chunk's frames, then runs one extra forward at t=0 that commits the clean chunk (and
-state) into the cache, as the real systems do.
+state) into the cache, as the real systems do. A video whose length is no multiple of the
+chunk ends on a whole chunk, trimmed (every chunk has the length the model was trained
+with, and the published results were measured so); a chunk longer than all the frames
+still to generate shrinks to them, so a long ``chunk=`` never denoises more than a short
+video needs. In half precision the model runs in its dtype while the sampler integrates
+in float32 (as real pipelines keep their latents).
 """
 
 from __future__ import annotations
@@ -128,9 +133,9 @@ class CausalGenerator:
 
         if init is not None:
             t0 = time.perf_counter()
-            init = init[:num_frames].to(self.device, self.dtype)                      # [k, 3, H, W]
+            init = init[:num_frames]                                                  # [k, 3, H, W], emitted as given
             layout = rollout.layout(init.shape[0], with_state=False)
-            rollout.commit(layout, self.codec.encode(init)[None], tokens)
+            rollout.commit(layout, self.codec.encode(init.to(self.device, self.dtype))[None], tokens)
             _sync(self.device)
             _pop_chunk_stats(probe)          # the prefill is no generated chunk: its attention is not reported
             yield Chunk(index, 0, init.float().cpu(), self.fps, {"commit": time.perf_counter() - t0},
@@ -138,22 +143,24 @@ class CausalGenerator:
             emitted, index = init.shape[0], 1
 
         n_state = self.policy.state
-        shape = (1, n_state + self.chunk_frames, cfg.latent_channels, cfg.latent_size, cfg.latent_size)
+        chunk_frames = min(self.chunk_frames, num_frames - emitted)   # longer than the video: only what is asked
+        shape = (1, n_state + chunk_frames, cfg.latent_channels, cfg.latent_size, cfg.latent_size)
         while emitted < num_frames:
             t0 = time.perf_counter()
-            layout = rollout.layout(self.chunk_frames)
+            layout = rollout.layout(chunk_frames)
             ctx = rollout.context(layout, probe)
-            noise = torch.randn(shape, generator=noise_gen).to(self.device, self.dtype)
+            noise = torch.randn(shape, generator=noise_gen).to(self.device)     # the sampler integrates in float32
 
             def velocity(x: torch.Tensor, t: float | torch.Tensor) -> torch.Tensor:
                 tt = torch.as_tensor(t, dtype=torch.float32, device=self.device).reshape(1, -1)   # [1, 1 | Fs + F]
-                return self.model(x, tt, tokens, None, context=ctx, state_frames=n_state, rope=ctx.rope)
+                v = self.model(x, tt, tokens, None, context=ctx, state_frames=n_state, rope=ctx.rope)
+                return v.to(x.dtype)                  # the model runs in self.dtype, the Euler steps in float32
 
             clean = self.sampler.sample(velocity, noise, n_state)                     # [1, Fs + F, C, h, w]
             _sync(self.device)
             t1 = time.perf_counter()
-            keep = min(self.chunk_frames, num_frames - emitted)
-            frames = self.codec.decode(clean[0, n_state:n_state + keep]).float().cpu()   # [keep, 3, H, W]
+            keep = min(chunk_frames, num_frames - emitted)
+            frames = self.codec.decode(clean[0, n_state:n_state + keep].to(self.dtype)).float().cpu()  # [keep, 3, H, W]
             t2 = time.perf_counter()
             timings = {"denoise": t1 - t0, "decode": t2 - t1}
             if emitted + keep < num_frames:            # the last chunk is never needed as context

@@ -46,6 +46,13 @@ DEFAULT_STAGGER = 1
 DEFAULT_SHIFT = 5.0
 # the recipe that produced each shipped checkpoint (for the rebuild hint)
 RECIPE_OF = {"adastate": "adastate-alpha2", "ff-anchor": "ff-anchor", "sliding-window": "sliding-window", "base": "base"}
+# Frames one chunk may attend to (cached + state + its own) and time positions its layout may span
+# (sink + state + gap + window + chunk): 64, three times the 21-frame clips the embedded DiT was
+# trained on (the shipped layouts span 4-24). A documented cap: RoPE has no table to run out of,
+# but the cache is preallocated per slot and every pass attends to all of it, so
+# `adastate:window=1000000` would allocate tens of GB and `state=5000` run for minutes.
+MAX_CONTEXT_FRAMES = 64
+DEVICE_TYPES = ("cpu", "cuda")
 
 
 def random_init(config: ModelConfig, seed: int = RANDOM_INIT_SEED) -> tuple[CausalDiT, torch.nn.Module]:
@@ -61,14 +68,44 @@ def random_init(config: ModelConfig, seed: int = RANDOM_INIT_SEED) -> tuple[Caus
     return model, codec
 
 
-def _device(device: str) -> torch.device:
+def resolve_device(device: object, what: str = "device") -> torch.device:
+    """``cpu``, ``cuda`` or ``cuda:N`` as a torch device that exists here, or a UserError naming ``what``."""
     try:
-        dev = torch.device(device)
+        dev = torch.device(device) if isinstance(device, str) else None
     except RuntimeError:
-        raise UserError(f"device {device!r} is invalid; accepted: cpu, cuda, cuda:N") from None
+        dev = None
+    if dev is None or dev.type not in DEVICE_TYPES:
+        raise UserError(f"{what} {device!r} is not supported; accepted: cpu, cuda, cuda:N")
     if dev.type == "cuda" and not torch.cuda.is_available():
-        raise UserError("device 'cuda' was asked for but no CUDA GPU is available; accepted here: cpu")
+        raise UserError(f"{what} {device!r} was asked for but no CUDA GPU is available; accepted here: cpu")
+    if dev.type == "cuda" and dev.index is not None and dev.index >= torch.cuda.device_count():
+        raise UserError(f"{what} {device!r}: there is no such GPU; accepted here: cuda:0 .. "
+                        f"cuda:{torch.cuda.device_count() - 1}")
     return dev
+
+
+def check_context(policy: CachePolicy, chunk: int) -> None:
+    """Refuse a cache layout beyond :data:`MAX_CONTEXT_FRAMES`, before anything is allocated."""
+    attended = max(policy.budget, policy.capacity) + policy.state + chunk
+    span = policy.sink + policy.state + policy.gap + policy.window + chunk
+    if max(attended, span) > MAX_CONTEXT_FRAMES:
+        raise UserError(f"{policy.spec()} with chunk={chunk} is beyond what the embedded DiT supports: each chunk "
+                        f"would attend to {attended} frames over {span} time positions; accepted: at most "
+                        f"{MAX_CONTEXT_FRAMES} of each (3x its 21-frame training clips): lower sink, state, gap, "
+                        f"window or chunk")
+
+
+def checkpoint_path(name: str, checkpoint: object) -> tuple[Path, str]:
+    """The weights file to load and, for a shipped one only, how to rebuild it if it is missing."""
+    if checkpoint is None:
+        recipe = RECIPE_OF.get(name, name)
+        return WEIGHTS_DIR / f"{name}.safetensors", (
+            f"adabench train {recipe} --out runs/train` then `python -m adabench.training.ship --runs runs/train "
+            f"--codec runs/train/codec-decoder.safetensors {recipe}={name}")
+    if not isinstance(checkpoint, str):
+        raise UserError(f"checkpoint={checkpoint!r} is invalid; accepted: a path to a .safetensors file (a name "
+                        f"that reads as a number: write ./{checkpoint}) or 'random'")
+    return Path(checkpoint), ""
 
 
 def build_generator(name: str, policy: CachePolicy, steps: int, shift: float, checkpoint: str | None,
@@ -80,22 +117,20 @@ def build_generator(name: str, policy: CachePolicy, steps: int, shift: float, ch
         raise UserError(f"dtype {dtype!r} is invalid; accepted: {', '.join(DTYPES)}")
     if isinstance(chunk, bool) or not isinstance(chunk, int) or chunk < 1:
         raise UserError(f"chunk={chunk!r} is invalid; accepted: an integer >= 1 (frames generated per chunk)")
+    check_context(policy, chunk)
+    sampler = FlowSampler(steps, shift, stagger)
+    dev = resolve_device(device)
     if checkpoint == "random":
         model, codec = random_init(ModelConfig())
         weights = f"random-init(seed={RANDOM_INIT_SEED}): untrained"
     else:
-        path = Path(checkpoint) if checkpoint else WEIGHTS_DIR / f"{name}.safetensors"
-        recipe = RECIPE_OF.get(name, name)
-        hint = (f"adabench train {recipe} --out runs/train` then "
-                f"`python -m adabench.training.ship --runs runs/train --codec runs/train/codec-decoder.safetensors "
-                f"{recipe}={name}")
+        path, hint = checkpoint_path(name, checkpoint)
         model, codec, meta = load_model(path, rebuild_hint=hint)
         decoder = f", decoder {meta['decoder']}" if "decoder" in meta else ""
         weights = f"{path.name} ({meta.get('recipe', 'unknown recipe')}, {meta.get('steps', '?')} steps{decoder})"
         weights_sha = hashlib.sha256(path.read_bytes()).hexdigest()
-    generator = CausalGenerator(name, model, codec, policy, FlowSampler(steps, shift, stagger),
-                                lambda text: list(parse_prompt(text).tokens),
-                                chunk_frames=chunk, device=_device(device), dtype=DTYPES[dtype], weights=weights)
+    generator = CausalGenerator(name, model, codec, policy, sampler, lambda text: list(parse_prompt(text).tokens),
+                                chunk_frames=chunk, device=dev, dtype=DTYPES[dtype], weights=weights)
     generator.weights_sha256 = weights_sha if checkpoint != "random" else f"random-init(seed={RANDOM_INIT_SEED})"
     return generator
 

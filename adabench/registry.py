@@ -13,6 +13,7 @@ from __future__ import annotations
 import difflib
 import importlib
 import inspect
+import math
 from dataclasses import dataclass
 from importlib import metadata
 from typing import Any, Callable
@@ -37,7 +38,11 @@ class Entry:
 
 
 def parse_value(text: str) -> Any:
-    """Turn an argument-string value into bool, int, float or str."""
+    """Turn an argument-string value into bool, int, float or str.
+
+    Numbers must be finite: ``nan``, ``inf`` and floats too large for a double (``1e999``)
+    raise ValueError, so that no parameter of any registry ever receives one.
+    """
     low = text.lower()
     if low in ("true", "yes", "on"):
         return True
@@ -45,22 +50,35 @@ def parse_value(text: str) -> Any:
         return False
     for cast in (int, float):
         try:
-            return cast(text)
+            value = cast(text)
         except ValueError:
-            pass
+            continue
+        if not math.isfinite(value):
+            raise ValueError(f"{text[:40]!r} is not a finite number")
+        return value
     return text
 
 
 def parse_spec(spec: str) -> tuple[str, dict[str, Any]]:
-    """``"ff-anchor:sink=3,window=9"`` -> ``("ff-anchor", {"sink": 3, "window": 9})``."""
+    """``"ff-anchor:sink=3,window=9"`` -> ``("ff-anchor", {"sink": 3, "window": 9})``.
+
+    Every key appears once with a non-empty value; numbers are finite (:func:`parse_value`).
+    """
     name, _, args = spec.strip().partition(":")
     kwargs: dict[str, Any] = {}
     if args:
         for item in args.split(","):
-            key, eq, value = item.partition("=")
-            if not eq or not key.strip():
+            key, eq, value = (part.strip() for part in item.partition("="))
+            if not eq or not key:
                 raise UserError(f"bad argument {item!r} in {spec!r}: expected key=value pairs separated by commas")
-            kwargs[key.strip()] = parse_value(value.strip())
+            if not value:
+                raise UserError(f"bad argument {item!r} in {spec!r}: {key} has no value; accepted: {key}=VALUE")
+            if key in kwargs:
+                raise UserError(f"{spec!r} sets {key} more than once; accepted: each key once")
+            try:
+                kwargs[key] = parse_value(value)
+            except ValueError as exc:
+                raise UserError(f"bad value for {key} in {spec[:80]!r}: {exc}; accepted: a finite number") from None
     return name.strip(), kwargs
 
 

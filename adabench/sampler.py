@@ -11,11 +11,18 @@ costs ``steps + (F - 1) * stagger`` model passes instead of ``steps``.
 
 from __future__ import annotations
 
+import math
 from typing import Callable
 
 import torch
 
 from adabench.errors import UserError
+
+# Euler steps per frame at most: 25 times the 4 the embedded models are fine-tuned and shipped
+# with (docs/models.md goes to 32). A documented cap, not a property of flow matching: beyond
+# it a rollout only gets slower (each step is one model pass per chunk), so a typo such as
+# steps=100000 is refused instead of running for minutes.
+MAX_STEPS = 100
 
 
 def shifted_schedule(steps: int, shift: float) -> torch.Tensor:
@@ -41,13 +48,15 @@ class FlowSampler:
     """Integrates dx/dt = v(x, t) from t=1 to t=0 with Euler steps, per frame."""
 
     def __init__(self, steps: int = 4, shift: float = 3.0, stagger: int = 0) -> None:
-        if isinstance(steps, bool) or not isinstance(steps, int) or steps < 1:
-            raise UserError(f"sampler steps={steps!r} is invalid; accepted: an integer >= 1")
-        if not isinstance(shift, (int, float)) or shift <= 0:
-            raise UserError(f"sampler shift={shift!r} is invalid; accepted: a number > 0")
-        if isinstance(stagger, bool) or not isinstance(stagger, int) or stagger < 0:
-            raise UserError(f"sampler stagger={stagger!r} is invalid; accepted: an integer >= 0 "
-                            f"(steps between the starts of consecutive frames of a chunk)")
+        if isinstance(steps, bool) or not isinstance(steps, int) or not 1 <= steps <= MAX_STEPS:
+            raise UserError(f"sampler steps={steps!r} is invalid; accepted: an integer >= 1 and <= {MAX_STEPS} "
+                            f"(the documented cap; the shipped models use 4)")
+        if isinstance(shift, bool) or not isinstance(shift, (int, float)) or not (math.isfinite(shift) and shift > 0):
+            raise UserError(f"sampler shift={shift!r} is invalid; accepted: a finite number > 0")
+        if isinstance(stagger, bool) or not isinstance(stagger, int) or not 0 <= stagger <= steps:
+            raise UserError(f"sampler stagger={stagger!r} is invalid; accepted: an integer >= 0 and <= steps ({steps}) "
+                            f"(steps between the starts of consecutive frames of a chunk; beyond steps a frame "
+                            f"would wait after the one before it had finished)")
         self.steps, self.shift, self.stagger = steps, float(shift), stagger
         self.times = shifted_schedule(steps, self.shift)
 

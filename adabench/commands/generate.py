@@ -11,6 +11,9 @@ import torch
 
 from adabench.errors import UserError
 
+MAX_SEED = 2 ** 63 - 1          # as `compare --seeds`: one seed names one job in both commands
+INIT_FORMATS = "png, jpg, bmp, webp, tiff; of a gif its first frame"
+
 
 def positive_int(text: str) -> int:
     try:
@@ -22,18 +25,29 @@ def positive_int(text: str) -> int:
     return value
 
 
+def seed_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = -1
+    if not 0 <= value <= MAX_SEED:
+        raise argparse.ArgumentTypeError(f"invalid value {text[:40]!r}: accepted: an integer from 0 to 2^63-1")
+    return value
+
+
 def add_parser(subparsers) -> argparse.ArgumentParser:
     p = subparsers.add_parser("generate", help="stream one rollout of a model to a video file",
                               description="Stream one rollout to a video file (mp4 or gif, by suffix).")
     p.add_argument("--model", required=True, help="registered model, e.g. adastate or ff-anchor:sink=3,window=9")
     p.add_argument("--prompt", required=True, help="e.g. 'a fast pan left over a desert with red circles'")
     p.add_argument("--frames", type=positive_int, required=True, help="number of output frames (>= 1)")
-    p.add_argument("--seed", type=int, default=0, help="noise and world seed (default 0)")
+    p.add_argument("--seed", type=seed_int, default=0, help="noise and world seed, 0 to 2^63-1 (default 0)")
     p.add_argument("--out", required=True, help="output video file (.mp4 or .gif)")
     p.add_argument("--raw", action="store_true", help="also write the exact frames to OUT with suffix .npz")
     p.add_argument("--json", action="store_true", help="print per-chunk timings and cache sizes as JSON on stdout")
     p.add_argument("--init", default="none",
-                   help="start: 'none' (text-to-video), 'gt' (PanWorld ground-truth first frame) or an image file")
+                   help="start: 'none' (text-to-video), 'gt' (PanWorld ground-truth first frame) or an image file "
+                        f"({INIT_FORMATS}), converted to RGB")
     p.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N (default cpu)")
     return p
 
@@ -47,27 +61,55 @@ def load_init(init: str, prompt: str, seed: int, frame_size: int) -> torch.Tenso
         from adabench.world.prompts import parse_prompt
         return render_clip(parse_prompt(prompt), seed, 1, size=frame_size)
     path = Path(init)
-    if not path.is_file():
-        raise UserError(f"--init {init!r} is neither 'none', 'gt' nor an existing image file")
-    import imageio.v3 as iio
     try:
-        image = iio.imread(path)
-    except Exception as exc:  # noqa: BLE001 - any decoder failure is the user's file
-        raise UserError(f"--init {init}: cannot read image ({type(exc).__name__}); accepted: png, jpg, bmp") from None
-    frame = torch.from_numpy(image[..., :3].copy()).permute(2, 0, 1).float()[None] / 255.0   # [1, 3, h, w]
-    if image.ndim != 3:
-        frame = torch.from_numpy(image.copy()).float()[None, None].expand(1, 3, -1, -1) / 255.0
+        regular = path.is_file()
+    except OSError as exc:                           # a name too long for the file system, a loop of links
+        raise UserError(f"--init {init[:80]!r}: {exc.strerror or exc}; accepted: 'none', 'gt' or an image file "
+                        f"({INIT_FORMATS})") from None
+    if not regular:
+        raise UserError(f"--init {init!r} is neither 'none', 'gt' nor an existing image file ({INIT_FORMATS})")
+    frame = read_image(path, frame_size)                                        # [1, 3, h, w]
     if frame.shape[-1] != frame_size or frame.shape[-2] != frame_size:
         frame = torch.nn.functional.interpolate(frame, size=(frame_size, frame_size), mode="area")
     return frame
 
 
+def read_image(path: Path, frame_size: int) -> torch.Tensor:
+    """Any still image Pillow reads as RGB [1, 3, h, w] in [0, 1]: grey (8 or 16 bit, scaled, not clipped),
+    1-bit, palette, CMYK; alpha dropped; an animation's first frame. Images far larger than the
+    frame are box-reduced first (memory stays bounded). Anything else is a UserError."""
+    import warnings
+
+    import numpy as np
+    from PIL import Image
+
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)      # a one-line error, not a warning
+            with Image.open(path) as image:
+                image.seek(0)                                                   # an animation: its first frame
+                scale = 1.0 if image.mode == "F" else 65535.0 if image.mode.startswith("I") else 255.0
+                image = image.convert("F" if scale != 255.0 else "RGB")        # 16/32-bit grey keeps its range
+                factor = min(image.size) // (2 * frame_size)
+                if factor >= 2:
+                    image = image.reduce(factor)
+                data = np.clip(np.asarray(image, dtype=np.float32) / scale, 0.0, 1.0)
+    except Exception as exc:  # noqa: BLE001 - any decoder failure is the user's file
+        raise UserError(f"--init {path}: cannot read it as an image ({type(exc).__name__}); accepted: 'none', 'gt' "
+                        f"or an image file ({INIT_FORMATS})") from None
+    if data.ndim == 2:
+        data = np.repeat(data[..., None], 3, axis=2)                            # grey -> RGB
+    return torch.from_numpy(np.ascontiguousarray(data)).permute(2, 0, 1)[None]
+
+
 def run(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
+    from adabench.models import resolve_device
     from adabench.registry import GENERATORS
     from adabench.video_io import VideoWriter
 
+    resolve_device(args.device, "--device")
     generator = GENERATORS.build(args.model, device=args.device)
     if hasattr(generator, "check_prompt"):
         generator.check_prompt(args.prompt)
