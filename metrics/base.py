@@ -99,6 +99,12 @@ class StreamingMetric(ABC):
         """Options a metric that needs "probe" asks of the generator's ``attention_probe``."""
         return {}
 
+    def work_size(self, height: int, width: int) -> tuple[int, int]:
+        """(H, W) this metric's measures run at for frames of ``height`` x ``width``: their own,
+        unless the metric scales frames down to bound memory (flow and SSIM, see
+        :mod:`adabench.metrics.resolution`); ``adabench score`` reports it per measure."""
+        return height, width
+
     def share(self, work: Any) -> None:
         """Use ``work`` (a :class:`~adabench.metrics.shared.SharedWork`) for computations that
         other metrics of the same video need too; metrics that share nothing ignore it."""

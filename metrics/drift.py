@@ -245,6 +245,9 @@ class Drift(PerFrameMetric):
         m = self.measure
         return MetricInfo(f"drift_{m.name}", m.unit, "lower", None, f"drift of {m.description}")
 
+    def work_size(self, height: int, width: int) -> tuple[int, int]:
+        return self.measure.work_size(height, width)
+
     def score(self, items: torch.Tensor, first: torch.Tensor | None,
               prev: torch.Tensor | None) -> dict[str, torch.Tensor]:
         return {self.measure.name: self.measure.fn(items.float(), first, prev)}
@@ -296,6 +299,9 @@ class AnchorLockIn(PerFrameMetric):
     def info(self) -> MetricInfo:
         return MetricInfo("lockin", self.measure.unit, "none", f"similarity={self.measure.name}",
                           f"{self.measure.description}, per window; compare with ground truth")
+
+    def work_size(self, height: int, width: int) -> tuple[int, int]:
+        return self.measure.work_size(height, width)
 
     def score(self, items: torch.Tensor, first: torch.Tensor | None,
               prev: torch.Tensor | None) -> dict[str, torch.Tensor]:

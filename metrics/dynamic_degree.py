@@ -32,6 +32,7 @@ from adabench.chunk import Chunk
 from adabench.metrics.base import MetricInfo, MetricResult
 from adabench.metrics.flow import FlowBackend, get_flow_backend
 from adabench.metrics.flow_magnitude import PairFlowMetric, magnitude_stats
+from adabench.metrics.resolution import bounded_flow
 
 CLIP_SECONDS = 2.0
 
@@ -78,7 +79,7 @@ def dynamic_degree(frames: torch.Tensor, fps: float, backend: str | FlowBackend 
     """Pure twin of :class:`DynamicDegree` on a whole video [T, 3, H, W] -> its scalars."""
     interval = frame_interval(fps)
     kept = frames[::interval]                                                        # [N, 3, H, W]
-    top5 = magnitude_stats(get_flow_backend(backend)(kept[:-1], kept[1:])).top5      # [N-1]
+    top5 = magnitude_stats(bounded_flow(get_flow_backend(backend), kept[:-1], kept[1:])).top5   # [N-1]
     h, w = frames.shape[-2:]
     video = dynamic_degree_decision(top5.tolist(), h, w, kept.shape[0], threshold_scale)
     index = torch.arange(1, kept.shape[0]) * interval

@@ -27,6 +27,7 @@ must never be mixed (metrics carry the backend name, e.g. ``flow=dis``).
 from __future__ import annotations
 
 import os
+import re
 from abc import ABC, abstractmethod
 from typing import Any
 
@@ -79,9 +80,15 @@ class OpenCVFlow(FlowBackend):
     """Shared loop of the classical backends: gray uint8 pairs, one OpenCV call each."""
 
     def __call__(self, prev: torch.Tensor, next: torch.Tensor) -> torch.Tensor:
+        import cv2
+
         check_pair(prev, next)
         a, b = to_gray_uint8(prev), to_gray_uint8(next)                                # [N, H, W]
-        flows = [self.pair(a[i], b[i]) for i in range(a.shape[0])]                     # N x [H, W, 2]
+        try:
+            flows = [self.pair(a[i], b[i]) for i in range(a.shape[0])]                 # N x [H, W, 2]
+        except cv2.error as exc:                    # e.g. frames too small for DIS's patches
+            raise UserError(f"{self.name} flow cannot run on {prev.shape[-1]}x{prev.shape[-2]} frames "
+                            f"({opencv_reason(exc)}); accepted: larger frames, or another --flow backend") from None
         if not flows:
             return torch.zeros(0, 2, *prev.shape[-2:])
         return torch.from_numpy(np.stack(flows)).permute(0, 3, 1, 2).float().contiguous()  # [N, 2, H, W]
@@ -89,6 +96,13 @@ class OpenCVFlow(FlowBackend):
     @abstractmethod
     def pair(self, a: np.ndarray, b: np.ndarray) -> np.ndarray:
         """a, b: [H, W] uint8 -> [H, W, 2] float32."""
+
+
+def opencv_reason(exc: Exception) -> str:
+    """The human part of an OpenCV error: ``... error: (-201:Incorrect size) The input ... in function 'calc'``."""
+    text = " ".join(str(exc).split())
+    match = re.search(r"error: \(-?\d+:[^)]*\) (.*?)(?: in function .*)?$", text)
+    return (match.group(1) if match else text)[:200]
 
 
 class DISFlow(OpenCVFlow):
@@ -176,17 +190,37 @@ def load_raft(size: str, weights: str | None) -> torch.nn.Module:
         raise MissingWeightsError(f"{where}: pass a local file with --flow raft-{size}:weights=/path/to/raft.pth "
                                   f"(.pth or .safetensors), or put torchvision's C_T_V2 checkpoint at {raft_cache_file(size)}")
     model = (raft_large if size == "large" else raft_small)(weights=None)
+    accepted = ("accepted: a state dict of tensors saved with torch.save (.pth) or a .safetensors file, "
+                f"such as torchvision's RAFT-{size} C_T_V2 checkpoint")
     try:
         if path.endswith(".safetensors"):
             from safetensors.torch import load_file
             state = load_file(path)
         else:
             state = torch.load(path, map_location="cpu", weights_only=True)
-        model.load_state_dict(state)
-    except Exception as exc:  # noqa: BLE001 - any failure here is the user's file
-        raise UserError(f"cannot load RAFT-{size} weights from {path}: {type(exc).__name__}: "
-                        f"{str(exc).splitlines()[0][:200] if str(exc) else ''}") from None
+    except Exception as exc:  # noqa: BLE001 - the user's file; torch's advice to unpickle it is not ours to give
+        raise UserError(f"cannot load RAFT-{size} weights from {path}: not a readable checkpoint of plain tensors "
+                        f"({type(exc).__name__}; pickled Python objects are never loaded); {accepted}") from None
+    mismatch = state_dict_mismatch(model.state_dict(), state)
+    if mismatch:
+        raise UserError(f"cannot load RAFT-{size} weights from {path}: {mismatch}; {accepted}")
+    model.load_state_dict(state)
     return model
+
+
+def state_dict_mismatch(expected: dict[str, torch.Tensor], state: Any) -> str:
+    """What keeps ``state`` from loading into a model whose state dict is ``expected`` ('' when nothing)."""
+    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
+        return f"it holds a {type(state).__name__}, not a state dict of tensors"
+    missing = [k for k in expected if k not in state]
+    unexpected = [k for k in state if k not in expected]
+    wrong = [f"{k} {tuple(state[k].shape)} (expected {tuple(v.shape)})" for k, v in expected.items()
+             if k in state and state[k].shape != v.shape]
+    problems = [f"{len(missing)} tensor(s) missing (e.g. {missing[0]})" if missing else "",
+                f"{len(unexpected)} unexpected (e.g. {unexpected[0]})" if unexpected else "",
+                f"wrong shape: {wrong[0]}" + (f" and {len(wrong) - 1} more" if len(wrong) > 1 else "") if wrong else ""]
+    problems = [p for p in problems if p]
+    return f"its tensors do not match the network: {'; '.join(problems)}" if problems else ""
 
 
 def get_flow_backend(spec: str | FlowBackend = "dis", **kwargs: Any) -> FlowBackend:

@@ -10,7 +10,9 @@ window of its later frame, so that motion decaying over a rollout is visible.
 This module also holds what every flow-based metric shares: :class:`PairStream` (frame
 pairs across chunk boundaries, keeping only the last frame) and :class:`PairFlowMetric`
 (flow per new pair, records of a few floats per pair). Memory: one frame plus a few
-floats per pair, never the video.
+floats per pair, never the video. Flow runs at a bounded resolution (frames above 512 px on
+the short side are scaled down, :mod:`adabench.metrics.resolution`) and is reported in
+pixels of the video's own frames.
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ from adabench.chunk import Chunk
 from adabench.errors import UserError
 from adabench.metrics.base import MetricInfo, MetricResult, StreamingMetric
 from adabench.metrics.flow import FlowBackend, get_flow_backend
+from adabench.metrics.resolution import bounded_flow, in_frame_pixels, to_work_size, work_size
 from adabench.metrics.shared import SharedWork
 
 STATS = ("mean", "median", "p95", "top5")
@@ -152,19 +155,23 @@ class PairFlowMetric(StreamingMetric):
     def share(self, work: SharedWork) -> None:
         self.work = work
 
+    def work_size(self, height: int, width: int) -> tuple[int, int]:
+        return work_size(height, width)
+
     def update(self, chunk: Chunk) -> None:
         frames = chunk.frames                                                        # [F, 3, H, W]
         self.height, self.width = int(frames.shape[-2]), int(frames.shape[-1])
         self.fps = float(chunk.fps)
         self.frames_seen += chunk.num_frames
-        prev, nxt, index = self.pairs.push(frames, chunk.start_frame)
+        # flow runs at the bounded work size (see adabench.metrics.resolution); only that copy is kept
+        prev, nxt, index = self.pairs.push(to_work_size(frames), chunk.start_frame)   # [N, 3, h, w]
         if not index.numel():
             return
         if self.work is None:
-            flow = self.backend(prev, nxt)                                           # [N, 2, H, W]
+            flow = self.backend(prev, nxt)                                           # [N, 2, h, w]
         else:                                    # kept frames are consecutive multiples of the stride
             flow = self.work.flow(self.backend, prev, nxt, index - self.pairs.stride, index)
-        self.record(chunk, index, flow)
+        self.record(chunk, index, in_frame_pixels(flow, self.height, self.width))   # px of the H x W frames
 
     def record(self, chunk: Chunk, next_index: torch.Tensor, flow: torch.Tensor) -> None:
         """Keep what the metric needs from the flow [N, 2, H, W] of pairs ending at ``next_index`` [N]."""
@@ -190,7 +197,7 @@ def scalars_from_stats(stats: torch.Tensor, height: int, width: int) -> dict[str
 def flow_magnitude(frames: torch.Tensor, backend: str | FlowBackend = "dis") -> dict[str, float]:
     """Pure twin of :class:`FlowMagnitude` on a whole video [T, 3, H, W] -> its scalars."""
     backend = get_flow_backend(backend)
-    s = magnitude_stats(backend(frames[:-1], frames[1:]))                            # 4 x [T-1]
+    s = magnitude_stats(bounded_flow(backend, frames[:-1], frames[1:]))              # 4 x [T-1]
     return scalars_from_stats(torch.stack(list(s), 1).double(), frames.shape[-2], frames.shape[-1])
 
 

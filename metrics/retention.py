@@ -17,6 +17,7 @@ import torch
 from adabench.metrics.base import MetricInfo, MetricResult
 from adabench.metrics.flow import FlowBackend, get_flow_backend
 from adabench.metrics.flow_magnitude import FlowMagnitude, magnitude_stats, parse_window
+from adabench.metrics.resolution import bounded_flow
 
 
 def window_pairs(window: Any, fps: float, num_pairs: int) -> int:
@@ -39,7 +40,7 @@ def retention_from_means(pair_means: torch.Tensor, fps: float, window: Any = 1) 
 def dynamics_retention(frames: torch.Tensor, fps: float, backend: str | FlowBackend = "dis",
                        window: Any = 1) -> float:
     """Pure twin of :class:`DynamicsRetention` on a whole video [T, 3, H, W]."""
-    flow = get_flow_backend(backend)(frames[:-1], frames[1:])                         # [T-1, 2, H, W]
+    flow = bounded_flow(get_flow_backend(backend), frames[:-1], frames[1:])         # [T-1, 2, h, w]
     return retention_from_means(magnitude_stats(flow).mean, fps, window)[0]
 
 
