@@ -24,7 +24,10 @@ def save_training_state(path: Path, modules: dict[str, nn.Module], optimizer: to
 
 
 def load_training_state(path: Path, modules: dict[str, nn.Module], optimizer: torch.optim.Optimizer) -> int:
-    """Restore modules and optimizer in place; returns the step to continue from."""
+    """Restore modules and optimizer in place; returns the step to continue from.
+
+    Raises ``ValueError`` (or ``RuntimeError`` from ``load_state_dict``) when the file does not
+    hold these modules' tensors: a damaged or foreign checkpoint is refused before training."""
     tensors = load_file(str(path))
     for name, module in modules.items():
         prefix = f"{name}."
@@ -32,6 +35,10 @@ def load_training_state(path: Path, modules: dict[str, nn.Module], optimizer: to
     params = [p for group in optimizer.param_groups for p in group["params"]]
     for i, p in enumerate(params):
         state = {k.split(".", 2)[2]: v for k, v in tensors.items() if k.startswith(f"optim.{i}.")}
+        for key, value in state.items():
+            if key != "step" and value.shape != p.shape:
+                raise ValueError(f"optimizer tensor optim.{i}.{key} has shape {tuple(value.shape)}, "
+                                 f"its parameter {tuple(p.shape)}")
         if state:
             optimizer.state[p] = {k: v.to(p.device) for k, v in state.items()}
     return int(read_metadata(path)["step"])

@@ -21,7 +21,7 @@ from torch import nn
 from adabench.errors import UserError
 from adabench.evaluator import ATTRIBUTES, Evaluator, EvaluatorConfig, save_evaluator
 from adabench.training.data import clip_batch
-from adabench.training.recipe import Recipe
+from adabench.training.recipe import Recipe, model_config
 
 HELDOUT_DATA_SEED = 777_001     # never used by a training recipe
 HELDOUT_CLIPS = 512
@@ -80,8 +80,8 @@ class EvaluatorObjective:
     def build(cls, recipe: Recipe, init_dir: Path) -> "EvaluatorObjective":
         if recipe.init:
             raise UserError(f"recipe {recipe.name}: evaluator recipes start fresh; remove init={recipe.init!r}")
+        config = model_config(recipe, EvaluatorConfig, {"frame_size": recipe.frame_size}, lambda c: [Evaluator(c)])
         torch.manual_seed(recipe.seed)
-        config = EvaluatorConfig.from_dict({"frame_size": recipe.frame_size, **recipe.model})
         return cls(recipe, Evaluator(config))
 
     def modules(self) -> dict[str, nn.Module]:

@@ -38,8 +38,8 @@ from adabench.registry import POLICIES
 from adabench.rollout import Rollout
 from adabench.sampler import FlowSampler, frame_lags, shift_time
 from adabench.training.data import ClipBatch, clip_batch
-from adabench.training.recipe import Recipe
-from adabench.world.prompts import parse_prompt
+from adabench.training.recipe import Recipe, model_config
+from adabench.world.prompts import VOCAB_SIZE, parse_prompt
 
 
 def horizon_weights(num_frames: int, alpha: float) -> torch.Tensor:
@@ -66,7 +66,7 @@ def initial_modules(recipe: Recipe, weights_dir: Path) -> tuple[CausalDiT, nn.Mo
     if recipe.init:
         path = weights_dir / f"{recipe.init}.safetensors"
         model, codec, _ = load_model(path, rebuild_hint=f"adabench train {recipe.init} --out {weights_dir}")
-        config = ModelConfig(**{**model.config.to_dict(), **recipe.model})
+        config = dit_config(recipe, model.config.to_dict())
         if config != model.config:     # another DiT architecture on the init's codec: the DiT starts fresh
             clash = sorted(k for k in CODEC_FIELDS if getattr(config, k) != getattr(model.config, k))
             if clash or recipe.kind != "base":
@@ -76,9 +76,22 @@ def initial_modules(recipe: Recipe, weights_dir: Path) -> tuple[CausalDiT, nn.Mo
             torch.manual_seed(recipe.seed)
             model = CausalDiT(config)
         return model, codec
+    config = dit_config(recipe, {"frame_size": recipe.frame_size})
     torch.manual_seed(recipe.seed)
-    config = ModelConfig(**{"frame_size": recipe.frame_size, **recipe.model})
     return CausalDiT(config), build_codec(config)
+
+
+def dit_config(recipe: Recipe, base: dict) -> ModelConfig:
+    """The DiT's config: ``base`` with the recipe's overrides, refused unless the model can be built and
+    read the recipe's clips (PanWorld's prompt vocabulary, the recipe's frame size)."""
+    config = model_config(recipe, ModelConfig, base, lambda c: [CausalDiT(c), build_codec(c)])
+    if config.vocab_size < VOCAB_SIZE:
+        raise UserError(f"recipe {recipe.name}: model vocab_size {config.vocab_size} is too small; accepted: at least "
+                        f"{VOCAB_SIZE} (PanWorld's prompt vocabulary)")
+    if config.frame_size != recipe.frame_size:
+        raise UserError(f"recipe {recipe.name}: the model's frame_size {config.frame_size} differs from the recipe's "
+                        f"frame_size {recipe.frame_size} (the size clips are rendered at); accepted: equal sizes")
+    return config
 
 
 class _ModelObjective:

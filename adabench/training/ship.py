@@ -23,8 +23,10 @@ from pathlib import Path
 import torch
 from safetensors.torch import load_file
 
+from adabench.atomic import atomic_path, write_text
 from adabench.checkpoints import read_metadata, save_modules
 from adabench.errors import UserError
+from adabench.training.loop import read_manifest
 
 PACKAGE_WEIGHTS = Path(__file__).resolve().parents[1] / "weights"
 LOGS = Path(__file__).resolve().parents[2] / "reports" / "reference" / "training"
@@ -66,7 +68,8 @@ def copy_logs(runs: Path, recipe: str) -> None:
     LOGS.mkdir(parents=True, exist_ok=True)
     for suffix in (".log.jsonl", ".loss.png"):
         if (runs / f"{recipe}{suffix}").exists():
-            shutil.copy(runs / f"{recipe}{suffix}", LOGS / f"{recipe}{suffix}")
+            with atomic_path(LOGS / f"{recipe}{suffix}") as tmp:
+                shutil.copyfile(runs / f"{recipe}{suffix}", tmp)
 
 
 def ship(runs: Path, recipe: str, target: str, decoder: DecoderSource | None = None) -> dict:
@@ -82,7 +85,7 @@ def ship(runs: Path, recipe: str, target: str, decoder: DecoderSource | None = N
     dest = PACKAGE_WEIGHTS / f"{target}.safetensors"
     save_modules(dest, {}, {**meta, "stored_dtype": "float16"}, extra_tensors=tensors)
     copy_logs(runs, recipe)
-    run_manifest = json.loads((runs / "manifest.json").read_text()).get(recipe, {})
+    run_manifest = read_manifest(runs / "manifest.json").get(recipe, {})
     return {**grafted, "file": dest.name, "sha256": hashlib.sha256(dest.read_bytes()).hexdigest(), "recipe": recipe,
             "data_seed": int(meta.get("data_seed", -1)), "steps": int(meta.get("steps", -1)),
             "final_losses": json.loads(meta.get("final_losses", "{}")), "format": meta.get("format"),
@@ -99,7 +102,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("items", nargs="+", help="RECIPE or RECIPE=NAME (NAME: the file name in adabench/weights)")
     args = p.parse_args(argv)
     manifest_path = PACKAGE_WEIGHTS / "manifest.json"
-    manifest = json.loads(manifest_path.read_text()) if manifest_path.exists() else {}
+    try:
+        manifest = read_manifest(manifest_path)
+    except UserError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
     if args.codec is not None and not args.codec.is_file():
         print(f"error: codec checkpoint {args.codec} not found; accepted: the .safetensors that "
               f"`adabench train codec-decoder` writes", file=sys.stderr)
@@ -115,7 +122,7 @@ def main(argv: list[str] | None = None) -> int:
         except UserError as e:
             print(f"error: {e}", file=sys.stderr)
             return 2
-        manifest_path.write_text(json.dumps(manifest, indent=1, sort_keys=True) + "\n")   # after each: none lost
+        write_text(manifest_path, json.dumps(manifest, indent=1, sort_keys=True) + "\n")   # after each: none lost
         print(f"shipped {recipe} -> {manifest[target or recipe]['file']}", file=sys.stderr)
     return 0
 
