@@ -8,6 +8,7 @@ import math
 import os
 import signal
 import sqlite3
+import statistics
 import subprocess
 import sys
 import time
@@ -20,6 +21,7 @@ import torch
 from adabench.cli import main
 from adabench.harness.plan import JobSpec, build_plan, canonical_spec, parse_seeds
 from adabench.harness.runner import initial_frames, run_job
+from adabench.harness.store import Store
 from adabench.registry import GENERATORS
 
 SMOKE = ["--prompts", "panworld-smoke", "--frames", "6,9", "--seeds", "2", "--quiet"]
@@ -73,7 +75,9 @@ def test_results_schema_and_every_metric_for_every_model(smoke_run):
     for key in ("command", "adabench", "git_commit", "torch", "device", "device_name", "host_cpu", "init",
                 "timing_mode"):
         assert key in run, key
-    assert run["calibration_ms"] > 0
+    per_job = [row.result["timing"]["calibration_ms"] for row in Store(smoke_run / "store").rows().values()]
+    assert len(per_job) == run["jobs_ok"] and min(per_job) > 0
+    assert run["calibration_ms"] == statistics.median(per_job) and run["calibration_ms_before_jobs"] > 0
     assert run["init"] == ["gt"] and run["jobs_planned"] == run["jobs_ok"] == 4 * 3 * 2
     models = results["models"]
     assert list(models) == ["panworld-gt", "adastate", "ff-anchor", "sliding-window"]    # the reference row joined

@@ -113,6 +113,56 @@ def test_tolerance_option(tmp_path):
                  "--tolerance", "fps=0.3"]) == 0
 
 
+def slope_results(slope: tuple[float, float, float], p50: float = 45.0) -> dict:
+    results = copy.deepcopy(BASE)
+    metrics = results["models"]["adastate"]["metrics"]
+    metrics["chunk_latency_slope_ms_per_chunk@21/gt"] = entry(*slope, unit="ms/chunk", direction="lower",
+                                                              source="throughput", backend=None)
+    metrics["chunk_latency_p50_ms@21/gt"] = entry(p50, p50 - 1, p50 + 1, unit="ms", direction="lower",
+                                                  source="throughput", backend=None)
+    return results
+
+
+def test_latency_slope_is_compared_as_growth_per_chunk(tmp_path, capsys):
+    """A slope near zero doubling is no regression (it was a relative change of noise); a cost that
+    grows by 10 % of a chunk per chunk, with intervals apart, is; a wide interval is not evidence."""
+    base = write(tmp_path, "base", slope_results((0.05, -0.2, 0.3)))
+    noise = write(tmp_path, "noise", slope_results((-0.3, -0.6, 0.1)))          # sign flip of a near-zero slope
+    grows = write(tmp_path, "grows", slope_results((4.5, 4.0, 5.0)))            # +4.5 ms/chunk on 45 ms: 10 %
+    wide = write(tmp_path, "wide", slope_results((4.5, -1.0, 10.0)))
+    slower_machine = slope_results((0.1, -0.4, 0.6), p50=90.0)                  # everything twice as slow
+    slower_machine["run"]["calibration_ms"] = 40.0
+    slower_machine["models"]["adastate"]["metrics"]["fps@21/gt"] = entry(30.0, 29.0, 31.0, unit="frames/s",
+                                                                          source="throughput", backend=None)
+    slower = write(tmp_path, "slower", slower_machine)
+
+    def verdict(current: Path) -> int:
+        return main(["regress", "--baseline", str(base), "--current", str(current)])
+
+    assert verdict(noise) == 0
+    assert verdict(slower) == 0
+    assert verdict(wide) == 0
+    capsys.readouterr()
+    assert verdict(grows) == 1
+    out = capsys.readouterr().out
+    row = next(line for line in out.splitlines() if "chunk_latency_slope" in line)
+    assert "worse" in row and "+9.9%" in row                                    # 0.1 - 0.0011 of a chunk per chunk
+    assert main(["regress", "--baseline", str(base), "--current", str(grows), "--tolerance", "growth=0.2"]) == 0
+
+
+def test_kind_tolerance_applies_to_every_metric_of_that_kind(tmp_path):
+    slower = copy.deepcopy(BASE)
+    metrics = slower["models"]["adastate"]["metrics"]
+    metrics["fps@21/gt"] = entry(40.0, 39.0, 41.0, unit="frames/s", source="throughput", backend=None)  # -33 %
+    metrics["chunk_latency_p50_ms@21/gt"] = entry(60.0, 59.0, 61.0, unit="ms", direction="lower",
+                                                  source="throughput", backend=None)                   # +33 %
+    assert regress(tmp_path, slower) == 1
+    cur = str(tmp_path / "cur")
+    assert main(["regress", "--baseline", str(tmp_path / "base"), "--current", cur, "--tolerance", "speed=0.4"]) == 0
+    assert main(["regress", "--baseline", str(tmp_path / "base"), "--current", cur, "--tolerance", "speed=0.4",
+                 "--tolerance", "fps=0.1"]) == 1                                # the scalar wins over the kind
+
+
 @pytest.mark.parametrize("case, expected", [
     ("missing", "no results.json"),
     ("broken", "not readable JSON"),

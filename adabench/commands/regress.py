@@ -15,8 +15,9 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--baseline", required=True, help="results folder or results.json of the baseline run")
     p.add_argument("--current", required=True, help="results folder or results.json of the run to check")
     p.add_argument("--tolerance", action="append", default=[], metavar="METRIC=REL",
-                   help="relative tolerance for a scalar (every horizon and init) or a key scalar@frames/init; "
-                        "repeatable (defaults: 0.05 for quality, 0.20 for speed and memory)")
+                   help="tolerance for a key scalar@frames/init, a scalar (every horizon and init) or a kind "
+                        "(quality, speed, resource, growth); repeatable (defaults: 0.05 relative for quality, 0.20 "
+                        "relative for speed and memory, 0.02 of a chunk's latency per chunk for the latency slope)")
     p.add_argument("--all", action="store_true", help="list every metric, passes included")
     return p
 

@@ -28,6 +28,7 @@ import numpy as np
 from adabench import atomic
 from adabench.errors import UserError
 from adabench.harness import stats
+from adabench.harness.calibration import run_calibration_ms
 from adabench.harness.store import SCHEMA_VERSION, Row, Store, strict
 
 PLAN_FILE = "plan.json"
@@ -214,7 +215,11 @@ def aggregate(out: Path, write: bool = True) -> dict[str, Any]:
     comparisons = compare_models(plan, by_model, models)
     done = sum(1 for r in rows.values() if r.status == "ok")
     failed_total = sum(1 for r in rows.values() if r.status != "ok")
-    run = {**plan["run"], "jobs_planned": len(hashes), "jobs_ok": done, "jobs_failed": failed_total,
+    job_calibrations = [r.result["timing"]["calibration_ms"] for r in rows.values()
+                        if r.result is not None and "calibration_ms" in r.result.get("timing", {})]
+    calibration = {"calibration_ms": run_calibration_ms(job_calibrations, plan["run"]["calibration_ms"]),
+                   "calibration_ms_before_jobs": plan["run"]["calibration_ms"]} if "calibration_ms" in plan["run"] else {}
+    run = {**plan["run"], **calibration, "jobs_planned": len(hashes), "jobs_ok": done, "jobs_failed": failed_total,
            "jobs_missing": len(hashes) - len(rows),
            "finished": max((r.finished for r in rows.values()), default=None)}
     results = strict({"schema_version": SCHEMA_VERSION, "run": run, "models": models, "comparisons": comparisons})

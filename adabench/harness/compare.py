@@ -21,7 +21,7 @@ from adabench import __version__, atomic
 from adabench.errors import UserError
 from adabench.harness import distributed
 from adabench.harness.aggregate import PLAN_FILE, STORE_DIR, aggregate, headline_table
-from adabench.harness.calibration import REPEATS, SIZE, calibration_ms
+from adabench.harness.calibration import JOB_ROUNDS, REPEATS, ROUNDS, SIZE, calibration_ms
 from adabench.harness.plan import Plan, build_plan, parse_shard
 from adabench.harness.runner import run_job
 from adabench.harness.store import SCHEMA_VERSION, Store
@@ -71,8 +71,9 @@ def run_info(argv: list[str], plan: Plan, shard: distributed.Shard, build_device
             "processes": shard.count, "init": plan.inits, "frames": list(plan.frames), "seeds": plan.seeds,
             "prompts": plan.prompts, "metrics": list(plan.metrics), "timing_mode": timing,
             "calibration_ms": calibration_ms(build_device),
-            "calibration": f"median ms of {REPEATS} chained float32 {SIZE}x{SIZE} matrix multiplies, "
-                           f"{threads} thread(s), timed before the jobs",
+            "calibration": f"ms of {REPEATS} chained float32 {SIZE}x{SIZE} matrix multiplies, {threads} thread(s): "
+                           f"the median over the jobs of the median of {JOB_ROUNDS} timings just before each "
+                           f"job's timed rollout (calibration_ms_before_jobs: {ROUNDS} timings before the jobs)",
             "started": time.time(), "plan_hash": plan.hash}
 
 

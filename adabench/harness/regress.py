@@ -14,7 +14,16 @@ model present in both:
   after dividing out each run's calibration workload (``run.calibration_ms``): fps and the
   real-time factor as ``value x calibration_ms``, latencies as ``value / calibration_ms``;
   *worse* when that degrades by more than the tolerance (no interval needed: the runs'
-  machines differ). Memory (MB) is compared as it is, by tolerance alone.
+  machines differ). Memory (MB) is compared as it is, by tolerance alone;
+- **growth** (the latency slope, ms per chunk): a relative change of a number near zero
+  means nothing, so the slope is divided by the same run's median chunk latency (the
+  fraction of a chunk's time added per chunk, free of the machine's speed) and compared as
+  a difference: *worse* when it grows by more than the tolerance (default 0.02, 2 % of a
+  chunk per chunk) **and** the two intervals, scaled alike, separate (a short rollout's
+  slope is noise).
+
+A tolerance is looked up by the full key (``fps@21/gt``), then the scalar (``fps``), then
+the kind (``quality``, ``speed``, ``resource``, ``growth``).
 
 Exit code 1 when anything is worse, 0 otherwise; bad input is a :class:`UserError` (2).
 """
@@ -31,8 +40,14 @@ from adabench.errors import UserError
 
 QUALITY_TOLERANCE = 0.05      # relative change of the mean
 SPEED_TOLERANCE = 0.20        # relative change after calibration: CI runners are noisy
-SPEED_UNITS = {"frames/s": "higher", "ratio": "higher", "ms": "lower", "ms/chunk": "lower"}
+GROWTH_TOLERANCE = 0.02      # per-chunk latency growth, as a fraction of the median chunk latency
+DEFAULT_TOLERANCE = {"quality": QUALITY_TOLERANCE, "speed": SPEED_TOLERANCE, "resource": SPEED_TOLERANCE,
+                     "growth": GROWTH_TOLERANCE}
+SPEED_UNITS = {"frames/s": "higher", "ratio": "higher", "ms": "lower"}
 RESOURCE_UNITS = {"MB": "lower"}
+GROWTH_UNIT = "ms/chunk"
+LATENCY_SCALE = "chunk_latency_p50_ms"
+NO_NUMBER_EITHER_SIDE = "no number on either side (not applicable, or too short a video)"      # what a growth figure is divided by, same model, horizon and init
 
 
 @dataclass
@@ -67,7 +82,7 @@ def load_results(path: str | Path, what: str) -> dict[str, Any]:
 
 
 def parse_tolerances(items: list[str]) -> dict[str, float]:
-    """``["fps=0.3", "motion_ratio@21/gt=0.1"]`` -> {name or key: relative tolerance}."""
+    """``["fps=0.3", "motion_ratio@21/gt=0.1", "speed=0.5"]`` -> {key, scalar or kind: tolerance}."""
     out = {}
     for item in items:
         name, eq, value = item.rpartition("=")
@@ -77,14 +92,17 @@ def parse_tolerances(items: list[str]) -> dict[str, float]:
             tolerance = -1.0
         if not eq or not name or not math.isfinite(tolerance) or tolerance < 0:
             raise UserError(f"--tolerance {item!r} is invalid; accepted: METRIC=REL with REL >= 0, e.g. fps=0.3 or "
-                            "motion_ratio@21/gt=0.1 (a scalar name applies to every horizon and init)")
+                            "motion_ratio@21/gt=0.1 (a scalar name applies to every horizon and init; quality, speed, "
+                            "resource or growth to every metric of that kind)")
         out[name] = tolerance
     return out
 
 
 def kind(entry: dict[str, Any]) -> tuple[str, str]:
-    """("speed" | "resource" | "quality", direction) of a metric entry."""
+    """("speed" | "resource" | "growth" | "quality", direction) of a metric entry."""
     unit, source = entry.get("unit", ""), entry.get("source")
+    if source == "throughput" and unit == GROWTH_UNIT:
+        return "growth", entry.get("direction", "lower")
     if source == "throughput" and unit in SPEED_UNITS:
         return "speed", SPEED_UNITS[unit]
     if source == "throughput" and unit in RESOURCE_UNITS:
@@ -97,20 +115,48 @@ def calibrated(value: float, direction: str, calibration: float) -> float:
     return value * calibration if direction == "higher" else value / calibration
 
 
+def scaled(entry: dict[str, Any], scale: dict[str, Any] | None) -> dict[str, Any] | None:
+    """A growth entry's mean and interval divided by its run's median chunk latency (None: no scale)."""
+    divisor = (scale or {}).get("mean")
+    if not divisor or entry.get("mean") is None:
+        return None
+    return {**entry, **{k: (entry[k] / divisor if entry.get(k) is not None else None)
+                        for k in ("mean", "ci_low", "ci_high")}}
+
+
+def compare_growth(model: str, key: str, base: dict[str, Any] | None, cur: dict[str, Any] | None,
+                   limit: float, direction: str) -> Change:
+    """Slopes as fractions of a chunk's latency per chunk, compared by difference and intervals."""
+    if base is None or cur is None:
+        return Change(model, key, None, None, None, "incomparable", f"no {LATENCY_SCALE} to scale the slope by")
+    b, c = base["mean"], cur["mean"]
+    change = c - b
+    good = change < 0 if direction == "lower" else change > 0
+    if abs(change) > limit and _separate(base, cur):
+        return Change(model, key, b, c, change, "better" if good else "worse",
+                      f"growth per chunk changed by more than {limit:.0%} of a chunk's latency, intervals separate")
+    return Change(model, key, b, c, change, "pass", "(slope / median chunk latency)")
+
+
 def compare_entry(model: str, key: str, base: dict[str, Any], cur: dict[str, Any], tolerance: float | None,
-                  calibration: tuple[float, float] | None) -> Change:
+                  calibration: tuple[float, float] | None,
+                  scales: tuple[dict[str, Any] | None, dict[str, Any] | None] = (None, None)) -> Change:
     b, c = base.get("mean"), cur.get("mean")
     if base.get("backend") != cur.get("backend"):
         return Change(model, key, b, c, None, "incomparable",
                       f"backend {base.get('backend')} -> {cur.get('backend')}")
+    if b is None and c is None:
+        return Change(model, key, b, c, None, "incomparable", NO_NUMBER_EITHER_SIDE)
     if b is None or c is None or not base.get("applicable", True) or not cur.get("applicable", True):
         return Change(model, key, b, c, None, "incomparable", "no number on one side")
     what, direction = kind(base)
+    limit = tolerance if tolerance is not None else DEFAULT_TOLERANCE[what]
+    if what == "growth":
+        return compare_growth(model, key, scaled(base, scales[0]), scaled(cur, scales[1]), limit, direction)
     if what == "speed":
         if calibration is None:
             return Change(model, key, b, c, None, "incomparable", "a run has no calibration_ms")
         b, c = calibrated(b, direction, calibration[0]), calibrated(c, direction, calibration[1])
-    limit = tolerance if tolerance is not None else (QUALITY_TOLERANCE if what == "quality" else SPEED_TOLERANCE)
     change = (c - b) / abs(b) if b != 0 else (0.0 if c == b else math.copysign(math.inf, c - b))
     if direction not in ("higher", "lower"):
         return Change(model, key, b, c, change, "pass", "direction none: never better or worse")
@@ -157,16 +203,19 @@ def regress(baseline: dict[str, Any], current: dict[str, Any], tolerances: dict[
                 side = "baseline" if key not in base["metrics"] else "current run"
                 changes.append(Change(model, key, None, None, None, "incomparable", f"not in the {side}"))
                 continue
-            scalar = key.split("@", 1)[0]
-            tolerance = tolerances.get(key, tolerances.get(scalar))
+            scalar, at, where = key.partition("@")
+            tolerance = tolerances.get(key, tolerances.get(scalar, tolerances.get(kind(base["metrics"][key])[0])))
+            scale_key = f"{LATENCY_SCALE}{at}{where}"
+            scales = (base["metrics"].get(scale_key), cur["metrics"].get(scale_key))
             changes.append(compare_entry(model, key, base["metrics"][key], cur["metrics"][key], tolerance,
-                                         calibration))
+                                         calibration, scales))
     return changes
 
 
 def format_changes(changes: list[Change], show_all: bool = False) -> str:
-    """A table of the changes (all of them, or everything but passes) and a count per verdict."""
-    rows = [c for c in changes if show_all or c.verdict != "pass"]
+    """A table of the changes (all of them, or everything but passes and metrics that have no number in
+    either run) and a count per verdict."""
+    rows = [c for c in changes if show_all or (c.verdict != "pass" and c.reason != NO_NUMBER_EITHER_SIDE)]
     lines = []
     if rows:
         header = ("model", "metric", "baseline", "current", "change", "verdict", "why")

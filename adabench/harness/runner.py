@@ -30,6 +30,7 @@ from typing import Any
 import torch
 
 from adabench.chunk import Chunk
+from adabench.harness.calibration import JOB_ROUNDS, calibration_ms
 from adabench.harness.plan import JobSpec, ModelEntry
 from adabench.metrics.base import MetricResult, StreamingMetric
 from adabench.metrics.shared import SharedWork
@@ -165,7 +166,9 @@ def _run(job: JobSpec, entry: ModelEntry, flow_backend: Any, video_path: Path | 
     init = initial_frames(job, gen.frame_size)
     device = getattr(gen, "device", torch.device("cpu"))
 
-    # 1. the timed rollout: nothing attached, nothing done between chunks but a hash
+    # 1. the timed rollout: nothing attached, nothing done between chunks but a hash; the calibration
+    #    workload timed just before it samples the machine's speed at the same moment
+    calibration = calibration_ms(str(device), rounds=JOB_ROUNDS)
     if isinstance(device, torch.device) and device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
     timing_chunks, hashes = [], []
@@ -237,4 +240,5 @@ def _run(job: JobSpec, entry: ModelEntry, flow_backend: Any, video_path: Path | 
         horizons_out[str(h)] = {"scalars": {**t_scalars, **scalars}, "series": {**t_series, **series}}
     return {"horizons": horizons_out, "info": info, "not_applicable": not_applicable,
             "timing": {"generate_s": generate_s, "score_s": score_s, "probed": probe is not None,
+                       "calibration_ms": calibration,
                        "flow_pairs": work.flow_pairs_computed}}
