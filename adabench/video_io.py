@@ -366,7 +366,7 @@ def check_writable(path: Path) -> None:
                         f"(the file system's {NAME_MAX}, less room for the temporary name it is written under first)")
     try:
         if path.is_dir():
-            raise UserError(f"cannot write {path}: it is a directory; give a file name ending in .mp4 or .gif")
+            raise UserError(f"cannot write {path}: it is a directory; accepted: a file name")
         if path.exists() and not path.is_file():
             raise UserError(f"cannot write {path}: it is not a regular file (a FIFO, device or socket); "
                             f"accepted: a new file name or an existing regular file")

@@ -271,6 +271,7 @@ HOSTILE = [  # (arguments after the good file, exit code, text every error line 
     (["{files}/" + LONG_NAME], 1, "bytes long"),
     (["--fps", "1e300"], 2, "0.1 to 1000 fps"),
     (["--json", "{files}/" + "j" * 300 + ".json"], 2, "bytes long"),
+    (["--json", "{files}"], 2, "is a directory; accepted: a file name"),
     (["{files}/half.mp4"], 0, "truncated"),
 ]
 

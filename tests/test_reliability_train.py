@@ -236,6 +236,13 @@ def test_an_unwritable_out_is_one_line_and_exit_2(capsys, tmp_path):
     assert code == 2 and "is not writable" in one_error_line(err)
 
 
+@pytest.mark.skipif(not Path("/proc/self").is_dir(), reason="needs Linux /proc, where nobody creates folders")
+def test_an_out_that_cannot_be_created_is_named_before_missing_init_weights(capsys):
+    """base needs the codec's weights from --out: the folder it cannot create is the error, not the weights."""
+    code, err = cli(capsys, "train", "base", "--out", "/proc/adabench-none/run")
+    assert code == 2 and "--out /proc/adabench-none/run is not writable" in one_error_line(err)
+
+
 # --- damaged resume state ---------------------------------------------------------------------
 
 @pytest.fixture

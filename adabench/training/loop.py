@@ -183,11 +183,11 @@ def train(recipe: Recipe, out: Path, device: str = "cpu", init_dir: Path | None 
         print(f"{recipe.name} is already trained in {out} ({files.final.name}); nothing to do "
               f"(--retrain trains it again)", file=sys.stderr)
         return files.final
+    prepare_out(out)                              # before the init checkpoints: an unwritable --out is the error
     objective = objective_class(recipe.kind).build(recipe, init_dir or out)
     if not objective.trainable():
         raise UserError(f"recipe {recipe.name}: its model has no parameters to train (e.g. codec = \"identity\" in a "
                         f"codec recipe); accepted: a model with trainable parameters")
-    prepare_out(out)
     files.remove_stale_parts()
     modules = objective.modules()
     for module in modules.values():
