@@ -4,19 +4,42 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: install test test-all bench perf clean
+.PHONY: install test test-all smoke smoke-reference bench bench-reference perf clean
 
 $(STAMP): pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -c constraints.txt -e '.[dev,learned]'
+	$(PY) -m pip install --quiet -c constraints.txt -e '.[dev,learned,wan]'
 	touch $(STAMP)
 
 install: $(STAMP)
 
-## Unit, metric and integration tests (the CI gate; about a few minutes on 2 cores).
+## Unit, metric and integration tests, then the smoke comparison checked against its
+## committed reference (the CI gate).
 test: $(STAMP)
 	$(PY) -m pytest -q -m "not slow"
+	$(MAKE) --no-print-directory smoke
+
+## A short comparison on panworld-smoke, then `adabench regress` against reports/reference/smoke:
+## exit 1 when a model got worse (beyond tolerance, intervals apart) or slower (calibrated).
+## Rollouts of 3-7 chunks of a few ms time noisily: two back-to-back runs on one 2-core machine
+## differed by up to 37 % in calibrated frames/s, so speed fails only beyond 50 % (a 2x slowdown
+## is caught) and the latency slope beyond 10 % of a chunk per chunk.
+SMOKE_ARGS ?= --models adastate,ff-anchor,sliding-window --prompts panworld-smoke --frames 9,21 --seeds 2 \
+              --init gt,none --quiet
+SMOKE_TOLERANCE ?= --tolerance speed=0.5 --tolerance growth=0.1
+SMOKE_OUT  := build/smoke
+smoke: $(STAMP)
+	rm -rf $(SMOKE_OUT)
+	$(PY) -m adabench compare $(SMOKE_ARGS) --out $(SMOKE_OUT)
+	$(PY) -m adabench regress --baseline reports/reference/smoke --current $(SMOKE_OUT) $(SMOKE_TOLERANCE)
+
+## Rewrite the smoke reference from this commit (commit it only from a known-good state).
+smoke-reference: $(STAMP)
+	rm -rf $(SMOKE_OUT)
+	$(PY) -m adabench compare $(SMOKE_ARGS) --out $(SMOKE_OUT)
+	mkdir -p reports/reference/smoke
+	cp $(SMOKE_OUT)/results.json $(SMOKE_OUT)/summary.md reports/reference/smoke/
 
 ## Everything, the slow checks included.
 test-all: $(STAMP)
@@ -32,10 +55,24 @@ bench: $(STAMP)
 	$(VENV)/bin/torchrun --standalone --nproc_per_node $(BENCH_PROCS) -m adabench compare $(BENCH_ARGS) \
 		--out reports/latest
 
-## Speed benchmarks (pytest-benchmark): medians and ratios, measured in one run.
+## Copy reports/latest (without its store and raw videos) to reports/reference/bench, the
+## baseline for `adabench regress --baseline reports/reference/bench --current reports/latest`.
+BENCH_REFERENCE_FILES := results.json samples.parquet plan.json summary.md report.html report_files
+bench-reference:
+	rm -rf reports/reference/bench.part && mkdir -p reports/reference/bench.part
+	cd reports/latest && cp -r $(BENCH_REFERENCE_FILES) ../reference/bench.part/
+	rm -rf reports/reference/bench && mv reports/reference/bench.part reports/reference/bench
+
+## Speed benchmarks (pytest-benchmark): medians and ratios, measured in one run, saved per
+## machine under .benchmarks/HOST/, and compared with this machine's previous run when there
+## is one (fails when a median got slower by more than PERF_FAIL).
+PERF_STORE := .benchmarks/$(shell hostname)
+PERF_FAIL  ?= median:25%
 perf: $(STAMP)
 	$(PY) -m pytest -q tests/bench_engine.py tests/bench_metrics.py --benchmark-enable \
-		--benchmark-columns=median,iqr,rounds --benchmark-sort=name
+		--benchmark-columns=median,iqr,rounds --benchmark-sort=name \
+		--benchmark-storage=file://$(PERF_STORE) --benchmark-autosave \
+		$$(ls $(PERF_STORE)/*/*.json >/dev/null 2>&1 && echo --benchmark-compare --benchmark-compare-fail=$(PERF_FAIL))
 
 clean:
 	rm -rf $(VENV) build dist *.egg-info .pytest_cache .benchmarks reports/latest

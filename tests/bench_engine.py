@@ -73,3 +73,26 @@ def test_bench_rollout_fps(benchmark, model):
     print(f"\n{model}: {fps:.1f} frames/s over a 126-frame rollout (median of 5; target >= 100)")
     if model == "adastate":       # the default model
         assert fps >= 100, f"default model generates {fps:.1f} frames/s, below the 100 frames/s target"
+
+
+@pytest.mark.parametrize("model", MODELS)
+def test_bench_attention_probe(benchmark, model):
+    """A 21-frame rollout with the attention probe, against the same rollout without it (ratio in extra_info)."""
+    gen = GENERATORS.build(model)
+    frames = 21
+
+    def rollout(probed: bool) -> int:
+        probe = gen.attention_probe() if probed else None
+        return sum(c.num_frames for c in gen.stream(PROMPT, 0, frames, probe=probe))
+
+    plain = []
+    for _ in range(WARMUP + 5):
+        start = time.perf_counter()
+        rollout(False)
+        plain.append(time.perf_counter() - start)
+    benchmark.group = "attention probe (21-frame rollout, probed)"
+    benchmark.pedantic(rollout, args=(True,), rounds=5, iterations=1, warmup_rounds=1)
+    ratio = benchmark.stats.stats.median / statistics.median(plain[WARMUP:])
+    benchmark.extra_info.update(median_s_unprobed=round(statistics.median(plain[WARMUP:]), 4),
+                                probed_over_unprobed=round(ratio, 2))
+    print(f"\n{model}: probed rollout {ratio:.2f}x the unprobed one")

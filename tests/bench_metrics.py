@@ -102,3 +102,21 @@ def test_bench_job_scoring_flow_sharing(benchmark, shared):
     if shared:
         benchmark.extra_info["flow_pairs"] = pairs
         assert pairs == 125 + 62      # every consecutive pair and every pair of even frames, once
+
+
+@pytest.mark.parametrize("backend", ["dis", "farneback", "raft-small", "raft-large"])
+def test_bench_flow_backend(benchmark, backend):
+    """Flow pairs per second of each backend on 256x256 frames (RAFT: random weights, same cost as trained)."""
+    from adabench.metrics.flow import RAFTFlow, get_flow_backend
+
+    if backend.startswith("raft-"):
+        from torchvision.models.optical_flow import raft_large, raft_small
+
+        size = backend.partition("-")[2]
+        flow = RAFTFlow(size, model=(raft_large if size == "large" else raft_small)(weights=None))
+    else:
+        flow = get_flow_backend(backend)
+    frames = panning(256, 5)                                                      # [5, 3, 256, 256]
+    benchmark.group = "flow backends (4 pairs, 256x256)"
+    benchmark.pedantic(flow, args=(frames[:-1], frames[1:]), rounds=3, iterations=1, warmup_rounds=1)
+    benchmark.extra_info["pairs_per_s"] = round(4 / benchmark.stats.stats.median, 2)
