@@ -65,9 +65,10 @@ bench-reference:
 
 ## Speed benchmarks (pytest-benchmark): medians and ratios, measured in one run, saved per
 ## machine under .benchmarks/HOST/, and compared with this machine's previous run when there
-## is one (fails when a median got slower by more than PERF_FAIL).
+## is one (fails when a median got slower by more than PERF_FAIL: two back-to-back runs on one
+## 2-core VM differed by up to 37 % on the shortest benchmarks, so a 2x slowdown is what fails).
 PERF_STORE := .benchmarks/$(shell hostname)
-PERF_FAIL  ?= median:25%
+PERF_FAIL  ?= median:50%
 perf: $(STAMP)
 	$(PY) -m pytest -q tests/bench_engine.py tests/bench_metrics.py --benchmark-enable \
 		--benchmark-columns=median,iqr,rounds --benchmark-sort=name \
