@@ -92,6 +92,16 @@ def videos_note(out: Path, command: str) -> str:
             "then run 'adabench report' on that folder.")
 
 
+def display_path(out: Path) -> str:
+    """The folder as the reader knows it: relative to the working folder when inside it (a committed
+    reference page names no machine's paths), else absolute."""
+    absolute = out.resolve()
+    try:
+        return str(absolute.relative_to(Path.cwd().resolve()))
+    except ValueError:
+        return str(absolute)
+
+
 def template() -> Any:
     """The page template, shipped as package data, with autoescaping on for every name."""
     import jinja2
@@ -124,7 +134,7 @@ def render_report(out: Path) -> Path:
     run = results["run"]
     comparisons = comparison_rows(results)
     html = template().render(
-        title=str(out.resolve()), schema_version=results.get("schema_version"), run=run, config=config_items(run),
+        title=display_path(out), schema_version=results.get("schema_version"), run=run, config=config_items(run),
         prompts=run.get("prompts", []), models=model_rows(results), model_names=model_names(results),
         reference=next((n for n, m in results["models"].items() if m.get("role") == "reference"), None),
         baseline=next((n for n, m in results["models"].items() if m.get("role") == "baseline"), "–"),
