@@ -9,7 +9,11 @@ from __future__ import annotations
 import argparse
 import importlib
 import os
+import signal
 import sys
+import threading
+from contextlib import contextmanager
+from typing import Iterator
 
 from adabench.errors import EXIT_USER_ERROR, UserError
 
@@ -33,17 +37,43 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+class Terminated(BaseException):
+    """SIGTERM (``kill``, ``timeout``, a cancelled CI job, torchrun stopping its workers), raised where the
+    program is, so that it unwinds like Ctrl-C: temporaries removed, what was there before kept."""
+
+
+def _raise_terminated(signum: int, frame: object) -> None:
+    raise Terminated()
+
+
+@contextmanager
+def sigterm_unwinds() -> Iterator[None]:
+    """Turn SIGTERM into :class:`Terminated` while a command runs (main thread only; restored after)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = signal.signal(signal.SIGTERM, _raise_terminated)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
 def main(argv: list[str] | None = None) -> int:
     try:
-        args = build_parser().parse_args(argv)
-        args._argv = list(sys.argv[1:] if argv is None else argv)
-        return int(args._run(args) or 0)
+        with sigterm_unwinds():
+            args = build_parser().parse_args(argv)
+            args._argv = list(sys.argv[1:] if argv is None else argv)
+            return int(args._run(args) or 0)
     except UserError as exc:
         print(f"adabench: error: {exc}", file=sys.stderr)
         return EXIT_USER_ERROR
     except KeyboardInterrupt:
         print("adabench: interrupted", file=sys.stderr)
         return 130
+    except Terminated:
+        print("adabench: terminated", file=sys.stderr)
+        return 128 + signal.SIGTERM
     except BrokenPipeError:              # the reader went away (`adabench list | head`): stop quietly
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())   # no second error at exit flush
         return 141                       # 128 + SIGPIPE, as a shell reports it

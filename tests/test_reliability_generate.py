@@ -303,12 +303,16 @@ def test_a_failure_while_finishing_keeps_the_old_pair(good_pair, monkeypatch):
     assert {p.name: p.read_bytes() for p in out.parent.iterdir()} == before
 
 
-def test_ctrl_c_keeps_the_old_files_and_leaves_no_temporaries(good_pair):
+@pytest.mark.parametrize("sig, code, says", [(signal.SIGINT, 130, "interrupted"), (signal.SIGTERM, 143, "terminated")],
+                         ids=["ctrl-c", "sigterm"])
+def test_an_interruption_keeps_the_old_files_and_leaves_no_temporaries(good_pair, sig, code, says):
+    """Ctrl-C, and SIGTERM (kill, timeout, a cancelled CI job) alike: before SIGTERM unwound like
+    Ctrl-C, it left the temporaries behind."""
     out, before = good_pair
     proc = start_long_run(out)
-    proc.send_signal(signal.SIGINT)
+    proc.send_signal(sig)
     _, err = proc.communicate(timeout=60)
-    assert proc.returncode == 130 and "Traceback" not in err and "interrupted" in err, err
+    assert proc.returncode == code and "Traceback" not in err and says in err, err
     assert {p.name: p.read_bytes() for p in out.parent.iterdir()} == before
 
 
