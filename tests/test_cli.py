@@ -23,9 +23,10 @@ def run_cli(*args: str) -> subprocess.CompletedProcess:
 @pytest.mark.parametrize("args, expected", [
     (["--model", "adastat"], "did you mean 'adastate'"),
     (["--prompt", "a fast pan left over a jungle with red circles"], "unknown scene 'jungle'"),
-    (["--frames", "0"], "integer >= 1"),
-    (["--frames", "abc"], "integer >= 1"),
-    (["--frames", "2.5"], "integer >= 1"),
+    (["--frames", "0"], "an integer from 1 to 100000"),
+    (["--frames", "abc"], "an integer from 1 to 100000"),
+    (["--frames", "2.5"], "an integer from 1 to 100000"),
+    (["--frames", "100001"], "an integer from 1 to 100000"),
     (["--out", "/proc/adabench/x.mp4"], "/proc/adabench/x.mp4"),
     (["--model", "ff-anchor:sink=0"], "sink"),
     (["--init", "nonexistent.png"], "nonexistent.png"),

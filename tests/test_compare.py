@@ -284,6 +284,7 @@ def test_failed_job_is_stored_the_run_goes_on_and_exits_1(tmp_path, capsys):
     (["--models", "adastate,adastate:state=1"], "same model"),
     (["--frames", "0"], "--frames"),
     (["--frames", "abc"], "--frames"),
+    (["--frames", "21,99999999999999999999"], "integers from 1 to 100000"),   # ran until memory ran out
     (["--seeds", "x"], "--seeds"),
     (["--init", "video"], "--init"),
     (["--device", "cuda"], "no CUDA GPU"),
@@ -357,3 +358,14 @@ def test_shared_work_changes_no_number():
         got = outcome.result["horizons"][str(horizon)]["scalars"]
         for name, value in expected.items():
             assert got[name] == pytest.approx(value, rel=1e-12, nan_ok=True), (horizon, name)
+
+
+def test_timing_chunks_hold_no_pixels():
+    """The timed rollout keeps one timing chunk per chunk to the end of the job: a slice of the frames
+    kept their storage alive (memory grew ~12 KB a frame, without bound for long rollouts)."""
+    from adabench.chunk import Chunk
+    from adabench.harness.runner import timing_chunk
+
+    chunk = Chunk(index=0, start_frame=0, frames=torch.rand(3, 3, 64, 64), fps=16.0)
+    kept = timing_chunk(chunk)
+    assert kept.num_frames == 3 and kept.frames.untyped_storage().nbytes() == 0

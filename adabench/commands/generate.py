@@ -25,6 +25,18 @@ def positive_int(text: str) -> int:
     return value
 
 
+def frame_count(text: str) -> int:
+    from adabench.generator import FRAMES_ACCEPTED, MAX_FRAMES
+
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if not 1 <= value <= MAX_FRAMES:
+        raise argparse.ArgumentTypeError(f"invalid value {text[:40]!r}: accepted: {FRAMES_ACCEPTED}")
+    return value
+
+
 def seed_int(text: str) -> int:
     try:
         value = int(text)
@@ -40,7 +52,7 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
                               description="Stream one rollout to a video file (mp4 or gif, by suffix).")
     p.add_argument("--model", required=True, help="registered model, e.g. adastate or ff-anchor:sink=3,window=9")
     p.add_argument("--prompt", required=True, help="e.g. 'a fast pan left over a desert with red circles'")
-    p.add_argument("--frames", type=positive_int, required=True, help="number of output frames (>= 1)")
+    p.add_argument("--frames", type=frame_count, required=True, help="number of output frames (1 to 100000)")
     p.add_argument("--seed", type=seed_int, default=0, help="noise and world seed, 0 to 2^63-1 (default 0)")
     p.add_argument("--out", required=True, help="output video file (.mp4 or .gif)")
     p.add_argument("--raw", action="store_true", help="also write the exact frames to OUT with suffix .npz")

@@ -22,6 +22,7 @@ from typing import Any
 
 from adabench import __version__
 from adabench.errors import UserError
+from adabench.generator import MAX_FRAMES
 from adabench.registry import GENERATORS, METRICS, SUITES, Registry, parse_spec, split_specs
 
 INIT_MODES = ("gt", "none")          # image-to-video from PanWorld's true first frame / text-to-video
@@ -98,9 +99,9 @@ def parse_frames(text: str) -> tuple[int, ...]:
     """``"21,51,126"`` -> (21, 51, 126): positive integers, sorted, duplicates dropped."""
     values = []
     for piece in (p.strip() for p in str(text).split(",")):
-        if not piece.isdigit() or int(piece) < 1:
-            raise UserError(f"--frames {text!r} is invalid; accepted: positive integers separated by commas, "
-                            "e.g. 21,51,126")
+        if not piece.isdigit() or not 1 <= int(piece) <= MAX_FRAMES:
+            raise UserError(f"--frames {str(text)[:60]!r} is invalid; accepted: integers from 1 to {MAX_FRAMES} "
+                            "separated by commas, e.g. 21,51,126")
         values.append(int(piece))
     return tuple(sorted(set(values)))
 

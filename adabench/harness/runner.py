@@ -102,8 +102,13 @@ def prefix(chunk: Chunk, horizon: int) -> Chunk | None:
 
 
 def timing_chunk(chunk: Chunk) -> Chunk:
-    """The chunk without its pixels (what throughput metrics read: timings, sizes, cache bytes)."""
-    return dataclasses.replace(chunk, frames=chunk.frames[:, :, :0, :0], attention=None)
+    """The chunk without its pixels (what throughput metrics read: timings, sizes, cache bytes).
+
+    A new empty tensor, not a slice: a slice would keep the whole frames' storage alive for as
+    long as the rollout's timing chunks are held, and memory would grow with the video.
+    """
+    frames = chunk.frames.new_empty((chunk.frames.shape[0], chunk.frames.shape[1], 0, 0))
+    return dataclasses.replace(chunk, frames=frames, attention=None)
 
 
 def collect(metrics: list[tuple[str, StreamingMetric]]) -> tuple[dict, dict, dict]:
