@@ -113,9 +113,11 @@ def refuse_file_out(out: Path) -> None:
         raise UserError(f"--out {out}{where} is a file, not a folder; accepted: a folder (created if missing)")
 
 
-def prepare_out(out: Path) -> None:
-    """Create ``out`` and prove it writable, or say what is wrong with it."""
+def prepare_out(out: Path) -> list[Path]:
+    """Create ``out`` and prove it writable, or say what is wrong with it; returns the folders it created
+    (deepest first), so that a run refused right after can remove them (:func:`remove_empty`)."""
     refuse_file_out(out)
+    created = [p for p in (out, *out.parents) if not p.exists()]
     try:
         out.mkdir(parents=True, exist_ok=True)
         with tempfile.TemporaryFile(dir=out):
@@ -123,6 +125,16 @@ def prepare_out(out: Path) -> None:
     except OSError as exc:
         raise UserError(f"--out {out} is not writable ({exc.strerror or exc}); accepted: a folder you can "
                         f"write in") from None
+    return created
+
+
+def remove_empty(folders: list[Path]) -> None:
+    """Remove folders (deepest first) that are still empty: a refused run leaves nothing behind."""
+    for folder in folders:
+        try:
+            folder.rmdir()
+        except OSError:
+            break
 
 
 def read_manifest(path: Path) -> dict:
@@ -183,11 +195,15 @@ def train(recipe: Recipe, out: Path, device: str = "cpu", init_dir: Path | None 
         print(f"{recipe.name} is already trained in {out} ({files.final.name}); nothing to do "
               f"(--retrain trains it again)", file=sys.stderr)
         return files.final
-    prepare_out(out)                              # before the init checkpoints: an unwritable --out is the error
-    objective = objective_class(recipe.kind).build(recipe, init_dir or out)
-    if not objective.trainable():
-        raise UserError(f"recipe {recipe.name}: its model has no parameters to train (e.g. codec = \"identity\" in a "
-                        f"codec recipe); accepted: a model with trainable parameters")
+    created = prepare_out(out)                    # before the init checkpoints: an unwritable --out is the error
+    try:
+        objective = objective_class(recipe.kind).build(recipe, init_dir or out)
+        if not objective.trainable():
+            raise UserError(f"recipe {recipe.name}: its model has no parameters to train (e.g. codec = \"identity\" "
+                            f"in a codec recipe); accepted: a model with trainable parameters")
+    except UserError:
+        remove_empty(created)
+        raise
     files.remove_stale_parts()
     modules = objective.modules()
     for module in modules.values():
