@@ -21,6 +21,9 @@ GENERATORS.register("adastate", "adabench.models:adastate", "embedded DiT with A
 GENERATORS.register("base", "adabench.models:base", "embedded DiT before policy fine-tuning (block-causal, 21 frames)")
 GENERATORS.register("dit", "adabench.models:dit",
                     "embedded DiT (base weights) under any registered cache policy: dit:policy=NAME,key=value")
+GENERATORS.register("wan", "adabench.wan.generator:wan",
+                    "Wan2.1 causal family (Self-Forcing, CausVid, LongLive) under any cache policy: "
+                    "wan:path=DIR,checkpoint=FILE,preset=NAME,policy=NAME (needs adabench[wan])")
 
 # --- metrics ----------------------------------------------------------------------
 METRICS.register("flow", "adabench.metrics.flow_magnitude:FlowMagnitude",

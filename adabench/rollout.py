@@ -35,12 +35,19 @@ class ChunkContext:
 
 
 class Rollout:
-    """One (batched) rollout under a cache policy."""
+    """One (batched) rollout under a cache policy.
+
+    ``raw_keys``: cache K before RoPE and rotate it when read, by the position the policy gives
+    each cached frame, whatever the positional scheme (the Wan backbones do; in the absolute
+    scheme this equals rotating at birth). Otherwise only the relative scheme caches raw K.
+    """
 
     def __init__(self, model: CausalDiT, policy: CachePolicy, batch: int = 1,
-                 device: torch.device | str = "cpu", dtype: torch.dtype = torch.float32) -> None:
+                 device: torch.device | str = "cpu", dtype: torch.dtype = torch.float32,
+                 raw_keys: bool = False) -> None:
         cfg = model.config
         self.model, self.policy = model, policy
+        self.raw_keys = raw_keys or policy.pos == "relative"
         self.cache = FrameCache(policy, cfg.depth, cfg.heads, cfg.head_dim, cfg.tokens_per_frame, batch, device, dtype)
         self.committed = 0          # frames 0 .. committed-1 have been committed
         self.has_state = False
@@ -49,32 +56,34 @@ class Rollout:
         return self.policy.layout(self.committed, num_frames, self.committed, self.has_state, with_state)
 
     def context(self, layout: ChunkLayout, probe: ProbeFn | None = None) -> ChunkContext:
-        """Gather the visible cache for ``layout`` (rotating it by slot in relative mode)."""
+        """Gather the visible cache for ``layout`` (raw keys rotated by their layout positions)."""
         cfg = self.model.config
         ref = self.cache.k[0]
         rope_q = self.model.rope(torch.tensor(layout.query_positions), ref.device, ref.dtype)
-        relative = self.policy.pos == "relative"
-        rope_k = self.model.rope(torch.tensor([k.position for k in layout.keys]), ref.device, ref.dtype) if relative else None
+        raw = self.raw_keys
+        rope_k = self.model.rope(torch.tensor([k.position for k in layout.keys]), ref.device, ref.dtype) if raw else None
         k_ctx, v_ctx = [], []
         index = self.cache.slot_index(layout.keys)
         for layer in range(cfg.depth):
             k, v = self.cache.gather(layer, index)              # [B, H, Nc, Dh]
-            if relative and k.shape[2]:
+            if raw and k.shape[2]:
                 k = apply_rope(k, *rope_k)
             k_ctx.append(k)
             v_ctx.append(v)
-        return ChunkContext(k_ctx, v_ctx, layout.key_layout(cfg.tokens_per_frame), rope_q, probe, store_raw=relative)
+        return ChunkContext(k_ctx, v_ctx, layout.key_layout(cfg.tokens_per_frame), rope_q, probe, store_raw=raw)
 
     def commit(self, layout: ChunkLayout, clean: torch.Tensor, prompt: torch.Tensor,
-               context: ChunkContext | None = None) -> None:
+               context: ChunkContext | None = None, t: float = 0.0) -> None:
         """Run the t=0 forward on the clean block [B, n, C, h, w] and store its K/V.
 
         The block is state frames (if any) followed by the chunk's frames, as in ``layout``.
+        ``t`` is the time the block is committed at, in the model's own units (0: clean; the
+        Wan family's context noise re-noises the block and commits it at that timestep).
         """
         ctx = context if context is not None else self.context(layout)
         ctx.recorded = []
         n_state = len(layout.state_positions)
-        t = torch.zeros(clean.shape[0], 1, device=clean.device)
+        t = torch.full((clean.shape[0], 1), float(t), device=clean.device)
         self.model(clean, t, prompt, None, context=ctx, state_frames=n_state, rope=ctx.rope)
         items = [CachedItem("state", j) for j in range(n_state)]
         items += [CachedItem("frame", self.committed + i) for i in range(len(layout.frame_positions))]

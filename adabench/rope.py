@@ -32,15 +32,22 @@ def rope_tables(angles: torch.Tensor, dtype: torch.dtype, device: torch.device |
 
 
 def apply_rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
-    """Rotate channel pairs (2i, 2i+1) of x [..., N, head_dim] by the angles behind cos/sin [N, head_dim/2]."""
+    """Rotate channel pairs (2i, 2i+1) of x [..., N, head_dim] by the angles behind cos/sin [N, head_dim/2].
+
+    The rotation is computed in the tables' precision (float32 tables rotate bfloat16 keys in
+    float32, as the Wan family does) and returned in x's dtype; same-dtype tables change nothing.
+    """
     x1, x2 = x[..., 0::2], x[..., 1::2]          # [..., N, head_dim/2] each
     out = torch.stack((x1 * cos - x2 * sin, x1 * sin + x2 * cos), dim=-1)
-    return out.flatten(-2)
+    return out.flatten(-2).to(x.dtype)
 
 
-def frame_token_positions(frame_positions: torch.Tensor, grid: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Token positions for frames at time positions [n]: (t, y, x) each [n * grid * grid], frame-major."""
+def frame_token_positions(frame_positions: torch.Tensor, grid: int | tuple[int, int]
+                          ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Token positions for frames at time positions [n]: (t, y, x) each [n * rows * cols], frame-major,
+    then row-major; ``grid`` is tokens per side of a square frame, or (rows, cols)."""
+    rows, cols = (grid, grid) if isinstance(grid, int) else grid
     n = frame_positions.shape[0]
-    ys, xs = torch.meshgrid(torch.arange(grid), torch.arange(grid), indexing="ij")
-    t = frame_positions.double().repeat_interleave(grid * grid)
+    ys, xs = torch.meshgrid(torch.arange(rows), torch.arange(cols), indexing="ij")
+    t = frame_positions.double().repeat_interleave(rows * cols)
     return t, ys.flatten().repeat(n).double(), xs.flatten().repeat(n).double()
