@@ -233,3 +233,28 @@ class FrameCache:
                 self.v[layer].index_copy_(2, idx, v_frames)
         for s, i in last_writer.items():
             self.held[s] = items[i]
+
+
+def build_policy(owner: str, policy: str, policy_args: dict, owner_keys: tuple[str, ...],
+                 defaults: dict | None = None) -> CachePolicy:
+    """The registered cache policy ``policy`` (a spec, plug-ins included) for a generator ``owner`` whose
+    spec mixes its own keys (``owner_keys``) with the policy's (``policy_args``): a key neither takes is a
+    one-line error naming both lists. ``defaults`` fill in the policy's keys the spec leaves out."""
+    import difflib
+
+    from adabench.registry import POLICIES, accepted_kwargs, parse_spec
+
+    name = parse_spec(str(policy))[0]
+    accepted = accepted_kwargs(POLICIES.entry(name).load())          # None: the policy takes **kwargs
+    for key in policy_args if accepted is not None else ():
+        if key not in accepted:
+            close = difflib.get_close_matches(key, [*accepted, *owner_keys], n=1)
+            hint = f" (did you mean {close[0]!r}?)" if close else ""
+            raise UserError(f"{owner} has no parameter {key!r}{hint}; accepted: {', '.join(owner_keys)} and the "
+                            f"parameters of cache policy {name!r}: {', '.join(sorted(accepted)) or 'none'}")
+    filled = {k: v for k, v in (defaults or {}).items() if accepted is None or k in accepted}
+    built = POLICIES.build(str(policy), **{**filled, **policy_args})
+    if not isinstance(built, CachePolicy):
+        raise UserError(f"{owner}: cache policy {name!r} builds a {type(built).__name__}; accepted: a policy "
+                        "whose factory returns an adabench.cache.CachePolicy")
+    return built

@@ -31,7 +31,7 @@ from typing import Any, Iterator
 import torch
 
 from adabench.attention import ProbeFn
-from adabench.cache import CachePolicy
+from adabench.cache import CachePolicy, build_policy
 from adabench.chunk import Chunk
 from adabench.errors import UserError
 from adabench.generator import _pop_chunk_stats, _sync, check_frames
@@ -183,22 +183,10 @@ class WanGenerator:
 
 
 def _policy(preset: Preset, policy: str | None, policy_args: dict[str, Any]) -> CachePolicy:
-    from adabench.registry import POLICIES, accepted_kwargs, parse_spec
-
-    name = parse_spec(str(policy))[0] if policy is not None else preset.policy
-    accepted = accepted_kwargs(POLICIES.entry(name).load())
-    for key in policy_args if accepted is not None else ():
-        if key not in accepted:
-            close = difflib.get_close_matches(key, [*accepted, *WAN_KEYS], n=1)
-            hint = f" (did you mean {close[0]!r}?)" if close else ""
-            raise UserError(f"wan has no parameter {key!r}{hint}; accepted: {', '.join(WAN_KEYS)} and the "
-                            f"parameters of cache policy {name!r}: {', '.join(sorted(accepted)) or 'none'}")
-    defaults = dict(preset.policy_args) if policy is None else {}
-    defaults = {k: v for k, v in defaults.items() if accepted is None or k in accepted}
-    built = POLICIES.build(str(policy) if policy is not None else name, **{**defaults, **policy_args})
-    if not isinstance(built, CachePolicy):
-        raise UserError(f"wan: cache policy {name!r} builds a {type(built).__name__}; accepted: a CachePolicy")
-    return built
+    """The preset's policy with its published arguments, or another policy with only the spec's."""
+    if policy is None:
+        return build_policy("wan", preset.policy, policy_args, WAN_KEYS, defaults=dict(preset.policy_args))
+    return build_policy("wan", policy, policy_args, WAN_KEYS)
 
 
 def sampler_and_policy(preset: str, policy: str | None, steps: int | str | None, shift: float | None,
