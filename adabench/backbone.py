@@ -47,6 +47,12 @@ class NoCache:
         return k_rot, v
 
 
+def null_prompt(prompt: torch.Tensor, vocab_size: int) -> torch.Tensor:
+    """The learned "no prompt" of classifier-free guidance: every token the vocabulary's last id
+    (PanWorld's grammar never uses it), same shape [B, prompt_tokens] as ``prompt``."""
+    return torch.full_like(prompt, vocab_size - 1)
+
+
 def timestep_embedding(t: torch.Tensor, dim: int) -> torch.Tensor:
     """Sinusoidal embedding of t in [0, 1] (scaled to 0..1000), [...] -> [..., dim]."""
     half = dim // 2

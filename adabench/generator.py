@@ -90,6 +90,54 @@ def _pop_chunk_stats(probe: ProbeFn | None) -> dict[str, Any] | None:
     return probe.pop_chunk() if probe is not None and hasattr(probe, "pop_chunk") else None
 
 
+MAX_GUIDANCE = 20.0
+
+
+def check_guidance(guidance: object) -> float:
+    if isinstance(guidance, bool) or not isinstance(guidance, (int, float)) or not 0.0 <= guidance <= MAX_GUIDANCE:
+        raise UserError(f"guidance={guidance!r} is invalid; accepted: a number from 0 to {MAX_GUIDANCE:g} "
+                        f"(classifier-free guidance scale; 1 = the prompt alone, no extra pass)")
+    return float(guidance)
+
+
+class GuidedRollouts:
+    """The rollout of one prompt, plus, under classifier-free guidance (scale w != 1), a twin rollout of the
+    null prompt with its own cache: both commit the same clean frames, and each denoising pass is
+    ``v_null + w * (v_prompt - v_null)``, as a model trained with prompt dropout expects."""
+
+    def __init__(self, generator: "CausalGenerator", rollout: Rollout, tokens: torch.Tensor) -> None:
+        from adabench.backbone import null_prompt
+
+        self.model, self.w, self.tokens, self.rollout = generator.model, generator.guidance, tokens, rollout
+        self.dtype, self.device = generator.dtype, generator.device
+        self.null = None
+        if self.w != 1.0:
+            self.null = Rollout(generator.model, generator.policy, 1, generator.device, generator.dtype)
+            self.null_tokens = null_prompt(tokens, generator.model.config.vocab_size)
+        self.null_ctx = None
+
+    def velocity(self, layout, ctx, n_state: int):
+        """``velocity(x, t)`` of the chunk with ``layout`` and the prompt rollout's context ``ctx``."""
+        self.null_ctx = self.null.context(layout) if self.null is not None else None
+
+        def velocity(x: torch.Tensor, t: float | torch.Tensor) -> torch.Tensor:
+            tt = torch.as_tensor(t, dtype=torch.float32, device=self.device).reshape(1, -1)   # [1, 1 | Fs + F]
+            v = self.model(x, tt, self.tokens, None, context=ctx, state_frames=n_state, rope=ctx.rope)
+            if self.null is not None:
+                nc = self.null_ctx
+                vn = self.model(x, tt, self.null_tokens, None, context=nc, state_frames=n_state, rope=nc.rope)
+                v = vn + self.w * (v - vn)
+            return v.to(x.dtype)                  # the model runs in self.dtype, the Euler steps in float32
+
+        return velocity
+
+    def commit(self, layout, clean: torch.Tensor, ctx=None) -> None:
+        self.rollout.commit(layout, clean, self.tokens, ctx)
+        if self.null is not None:
+            self.null.commit(layout, clean, self.null_tokens, self.null_ctx)
+            self.null_ctx = None
+
+
 class CausalGenerator:
     """The embedded chunk-wise autoregressive video diffusion model."""
 
@@ -98,7 +146,7 @@ class CausalGenerator:
     def __init__(self, name: str, model: CausalDiT, codec: torch.nn.Module, policy: CachePolicy,
                  sampler: FlowSampler, tokenize, fps: float = 16.0, chunk_frames: int = 3,
                  device: str | torch.device = "cpu", dtype: torch.dtype = torch.float32,
-                 weights: str = "unknown") -> None:
+                 weights: str = "unknown", guidance: float = 1.0) -> None:
         self.name = name
         self.device = torch.device(device)
         self.dtype = dtype
@@ -109,6 +157,7 @@ class CausalGenerator:
         self.fps, self.chunk_frames = float(fps), int(chunk_frames)
         self.frame_size = model.config.frame_size
         self.weights = weights
+        self.guidance = check_guidance(guidance)   # classifier-free guidance scale; 1: the prompt alone, one pass
         self.weights_sha256 = "unknown"          # content hash of the weights file (set by the model factories)
 
     def check_prompt(self, prompt: str) -> None:
@@ -120,7 +169,8 @@ class CausalGenerator:
                 "chunk_frames": self.chunk_frames, "fps": self.fps, "frame_size": self.frame_size,
                 "params": sum(p.numel() for p in self.model.parameters()), "codec": self.model.config.codec,
                 "weights": self.weights, "weights_sha256": self.weights_sha256, "device": str(self.device),
-                "dtype": str(self.dtype).replace("torch.", "")}
+                "dtype": str(self.dtype).replace("torch.", ""),
+                **({"guidance": self.guidance} if self.guidance != 1.0 else {})}
 
     def attention_probe(self, **options: Any) -> ProbeFn:
         """A probe for ``stream(..., probe=)`` that counts only this sampler's denoising passes."""
@@ -136,13 +186,14 @@ class CausalGenerator:
         tokens = torch.tensor([self.tokenize(prompt)], device=self.device)           # [1, prompt_tokens]
         noise_gen = torch.Generator(device="cpu").manual_seed(int(seed))
         rollout = Rollout(self.model, self.policy, 1, self.device, self.dtype)
+        guided = GuidedRollouts(self, rollout, tokens)
         emitted, index = 0, 0
 
         if init is not None:
             t0 = time.perf_counter()
             init = init[:num_frames]                                                  # [k, 3, H, W], emitted as given
             layout = rollout.layout(init.shape[0], with_state=False)
-            rollout.commit(layout, self.codec.encode(init.to(self.device, self.dtype))[None], tokens)
+            guided.commit(layout, self.codec.encode(init.to(self.device, self.dtype))[None])
             _sync(self.device)
             _pop_chunk_stats(probe)          # the prefill is no generated chunk: its attention is not reported
             yield Chunk(index, 0, init.float().cpu(), self.fps, {"commit": time.perf_counter() - t0},
@@ -157,12 +208,7 @@ class CausalGenerator:
             layout = rollout.layout(chunk_frames)
             ctx = rollout.context(layout, probe)
             noise = torch.randn(shape, generator=noise_gen).to(self.device)     # the sampler integrates in float32
-
-            def velocity(x: torch.Tensor, t: float | torch.Tensor) -> torch.Tensor:
-                tt = torch.as_tensor(t, dtype=torch.float32, device=self.device).reshape(1, -1)   # [1, 1 | Fs + F]
-                v = self.model(x, tt, tokens, None, context=ctx, state_frames=n_state, rope=ctx.rope)
-                return v.to(x.dtype)                  # the model runs in self.dtype, the Euler steps in float32
-
+            velocity = guided.velocity(layout, ctx, n_state)
             clean = self.sampler.sample(velocity, noise, n_state)                     # [1, Fs + F, C, h, w]
             _sync(self.device)
             t1 = time.perf_counter()
@@ -171,7 +217,7 @@ class CausalGenerator:
             t2 = time.perf_counter()
             timings = {"denoise": t1 - t0, "decode": t2 - t1}
             if emitted + keep < num_frames:            # the last chunk is never needed as context
-                rollout.commit(layout, clean, tokens, ctx)
+                guided.commit(layout, clean, ctx)
                 _sync(self.device)
                 timings["commit"] = time.perf_counter() - t2
             timings["total"] = time.perf_counter() - t0

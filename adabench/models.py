@@ -2,7 +2,8 @@
 
 Each factory takes the policy's parameters plus sampler, checkpoint and device settings,
 so ``adastate:state=1,window=3,pos=relative,steps=8`` builds one (``chunk=N``: frames per
-chunk; ``stagger=N``: frame k of a chunk starts k * N sampler steps after the first). Shipped checkpoints live
+chunk; ``stagger=N``: frame k of a chunk starts k * N sampler steps after the first; ``guidance=W``:
+classifier-free guidance, for weights trained with prompt dropout, two passes per step). Shipped checkpoints live
 in ``adabench/weights/<name>.safetensors`` (see ``manifest.json`` there); ``checkpoint=PATH``
 loads another one and ``checkpoint=random`` a fixed-seed untrained model (for tests and
 speed measurements only: it says so in ``describe()["weights"]``). ``dit:policy=NAME,...``
@@ -109,8 +110,8 @@ def checkpoint_path(name: str, checkpoint: object) -> tuple[Path, str]:
 
 
 def build_generator(name: str, policy: CachePolicy, steps: int, shift: float, checkpoint: str | None,
-                    device: str, dtype: str, chunk: int = DEFAULT_CHUNK, stagger: int = DEFAULT_STAGGER
-                    ) -> CausalGenerator:
+                    device: str, dtype: str, chunk: int = DEFAULT_CHUNK, stagger: int = DEFAULT_STAGGER,
+                    guidance: float = 1.0) -> CausalGenerator:
     from adabench.world.prompts import parse_prompt   # the embedded models speak PanWorld's grammar
 
     if dtype not in DTYPES:
@@ -130,36 +131,40 @@ def build_generator(name: str, policy: CachePolicy, steps: int, shift: float, ch
         weights = f"{path.name} ({meta.get('recipe', 'unknown recipe')}, {meta.get('steps', '?')} steps{decoder})"
         weights_sha = hashlib.sha256(path.read_bytes()).hexdigest()
     generator = CausalGenerator(name, model, codec, policy, sampler, lambda text: list(parse_prompt(text).tokens),
-                                chunk_frames=chunk, device=dev, dtype=DTYPES[dtype], weights=weights)
+                                chunk_frames=chunk, device=dev, dtype=DTYPES[dtype], weights=weights,
+                                guidance=guidance)
     generator.weights_sha256 = weights_sha if checkpoint != "random" else f"random-init(seed={RANDOM_INIT_SEED})"
     return generator
 
 
 def ff_anchor(sink: int = 1, window: int = 3, pos: str = "absolute", steps: int = 4, shift: float = DEFAULT_SHIFT,
               checkpoint: str | None = None, device: str = "cpu", dtype: str = "float32",
-              chunk: int = DEFAULT_CHUNK, stagger: int = DEFAULT_STAGGER) -> CausalGenerator:
-    return build_generator("ff-anchor", FirstFrameAnchor(sink, window, pos), steps, shift, checkpoint, device, dtype, chunk, stagger)
+              chunk: int = DEFAULT_CHUNK, stagger: int = DEFAULT_STAGGER, guidance: float = 1.0) -> CausalGenerator:
+    return build_generator("ff-anchor", FirstFrameAnchor(sink, window, pos), steps, shift, checkpoint, device, dtype, chunk,
+                           stagger, guidance)
 
 
 def sliding_window(window: int = 4, pos: str = "absolute", steps: int = 4, shift: float = DEFAULT_SHIFT,
                    checkpoint: str | None = None, device: str = "cpu", dtype: str = "float32",
-                   chunk: int = DEFAULT_CHUNK, stagger: int = DEFAULT_STAGGER) -> CausalGenerator:
-    return build_generator("sliding-window", SlidingWindow(window, pos), steps, shift, checkpoint, device, dtype, chunk, stagger)
+                   chunk: int = DEFAULT_CHUNK, stagger: int = DEFAULT_STAGGER, guidance: float = 1.0) -> CausalGenerator:
+    return build_generator("sliding-window", SlidingWindow(window, pos), steps, shift, checkpoint, device, dtype, chunk,
+                           stagger, guidance)
 
 
 def base(window: int = 21, pos: str = "absolute", steps: int = 4, shift: float = DEFAULT_SHIFT,
          checkpoint: str | None = None, device: str = "cpu", dtype: str = "float32",
-         chunk: int = DEFAULT_CHUNK, stagger: int = DEFAULT_STAGGER) -> CausalGenerator:
+         chunk: int = DEFAULT_CHUNK, stagger: int = DEFAULT_STAGGER, guidance: float = 1.0) -> CausalGenerator:
     """The backbone before any policy fine-tune, with the block-causal window it was trained with."""
-    return build_generator("base", SlidingWindow(window, pos), steps, shift, checkpoint, device, dtype, chunk, stagger)
+    return build_generator("base", SlidingWindow(window, pos), steps, shift, checkpoint, device, dtype, chunk, stagger,
+                           guidance)
 
 
-DIT_KEYS = ("policy", "steps", "shift", "checkpoint", "device", "dtype", "chunk", "stagger")
+DIT_KEYS = ("policy", "steps", "shift", "checkpoint", "device", "dtype", "chunk", "stagger", "guidance")
 
 
 def dit(policy: str = "sliding-window", steps: int = 4, shift: float = DEFAULT_SHIFT, checkpoint: str | None = None,
         device: str = "cpu", dtype: str = "float32", chunk: int = DEFAULT_CHUNK, stagger: int = DEFAULT_STAGGER,
-        **policy_args: Any) -> CausalGenerator:
+        guidance: float = 1.0, **policy_args: Any) -> CausalGenerator:
     """The embedded DiT under any registered cache policy, plug-ins included (``dit:policy=NAME,key=value``).
 
     Keys the sampler and weights do not take go to the policy. The weights default to the
@@ -182,13 +187,13 @@ def dit(policy: str = "sliding-window", steps: int = 4, shift: float = DEFAULT_S
     if not isinstance(cache_policy, CachePolicy):
         raise UserError(f"dit: cache policy {name!r} builds a {type(cache_policy).__name__}; accepted: a policy "
                         "whose factory returns an adabench.cache.CachePolicy")
-    generator = build_generator("base", cache_policy, steps, shift, checkpoint, device, dtype, chunk, stagger)
+    generator = build_generator("base", cache_policy, steps, shift, checkpoint, device, dtype, chunk, stagger, guidance)
     generator.name = f"dit[{cache_policy.spec()}]"
     return generator
 
 
 def adastate(state: int = 1, window: int = 3, pos: str = "relative", gap: int = DEFAULT_GAP, steps: int = 4,
              shift: float = DEFAULT_SHIFT, checkpoint: str | None = None, device: str = "cpu", dtype: str = "float32",
-             chunk: int = DEFAULT_CHUNK, stagger: int = DEFAULT_STAGGER) -> CausalGenerator:
+             chunk: int = DEFAULT_CHUNK, stagger: int = DEFAULT_STAGGER, guidance: float = 1.0) -> CausalGenerator:
     return build_generator("adastate", AdaptiveState(state, window, pos, gap), steps, shift, checkpoint, device, dtype,
-                           chunk, stagger)
+                           chunk, stagger, guidance)

@@ -174,3 +174,27 @@ def test_cache_is_preallocated_and_written_in_place(tiny_model):
     assert rollout.cache.k[0].shape[2] == policy.capacity == 4
     assert all(h is not None for h in rollout.cache.held)
     assert sorted(h.index for h in rollout.cache.held if h.kind == "frame") == [117, 118, 119]
+
+
+@pytest.mark.parametrize("policy", [FirstFrameAnchor(sink=1, window=3), AdaptiveState(state=1, window=3)],
+                         ids=["ff-anchor", "adastate"])
+def test_guidance_zero_is_the_null_prompt_and_one_is_the_prompt(tiny_model, policy):
+    """Classifier-free guidance v_null + w (v_prompt - v_null): w = 0 must give exactly the rollout of the
+    null prompt (its own cache included), w = 1 exactly the unguided rollout, any other w something else."""
+    from adabench.backbone import null_prompt
+    from adabench.errors import UserError
+
+    model, codec = tiny_model
+    null = null_prompt(torch.tensor([fixed_tokens("")]), model.config.vocab_size)[0].tolist()
+
+    def frames(guidance: float, tokenize=fixed_tokens) -> torch.Tensor:
+        gen = CausalGenerator("t", model, codec, policy, FlowSampler(2, 3.0, 1), tokenize, guidance=guidance)
+        init = torch.rand(1, 3, 32, 32, generator=torch.Generator().manual_seed(0))
+        return torch.cat([c.frames for c in gen.stream("p", 0, 10, init=init)])
+
+    unguided = frames(1.0)
+    assert torch.equal(frames(0.0), frames(1.0, tokenize=lambda text: null))
+    assert not torch.equal(frames(0.0), unguided)
+    assert not torch.equal(frames(3.0), unguided)
+    with pytest.raises(UserError, match="guidance=-1"):
+        CausalGenerator("t", model, codec, policy, FlowSampler(2, 3.0), fixed_tokens, guidance=-1)

@@ -226,3 +226,94 @@ def test_state_kv_changes_from_chunk_to_chunk(tiny_model, monkeypatch):
     assert len(states) == 4                       # 5 chunks, the last one is not committed
     for a, b in zip(states, states[1:]):
         assert (a - b).abs().max() > 1e-4
+
+
+# Recipe digests before the teacher and prompt-dropout keys existed (git a7d5ad3): finished runs of the
+# shipped recipes must still be recognised as finished.
+DIGESTS_BEFORE_TEACHER_KEYS = {
+    "codec": "f25d4af5f36ddfc1", "codec-decoder": "92bdcb28c667a822", "base": "f6e97be6eddd7d89",
+    "ff-anchor": "8fab8d4e6307b3d4", "sliding-window": "ef717c6cf5525521", "adastate-alpha0": "4e1cc26b3db974bb",
+    "adastate-alpha2": "01d3c30d1c9f0f2d", "adastate-alpha4": "cdaf5fa33ae05bb8", "evaluator": "650fadb88fb6ed69"}
+
+
+def test_recipes_without_a_teacher_keep_their_digests():
+    for name, digest in DIGESTS_BEFORE_TEACHER_KEYS.items():
+        assert load_recipe(name).digest() == digest, name
+    r = load_recipe("ff-anchor")
+    assert dataclasses.replace(r, teacher="base").digest() != r.digest()
+
+
+def distilled(tmp_path, **overrides):
+    """A tiny base (its own teacher) and a distillation recipe whose student starts from it."""
+    loop.train(tiny("codec", steps=1), tmp_path, progress=False)
+    loop.train(tiny("base", steps=6, lr=5e-3), tmp_path, progress=False)
+    keys = dict(teacher="base", teacher_policy="sliding-window:window=4,pos=absolute", teacher_steps=4,
+                teacher_shift=3.0, sampler_steps=4, sampler_shift=3.0, sampler_stagger=0, self_rollout=0.0,
+                flow_weight=0.0)
+    return dataclasses.replace(tiny("sliding-window"), **{**keys, **overrides})
+
+
+def test_a_student_that_is_its_teacher_has_nothing_to_learn(tmp_path):
+    """Known truth: student = teacher (same weights, cache and sampler) reproduces the teacher's sample
+    from the same noise exactly, so the distillation error is zero; a teacher that integrates with
+    more steps gives another sample, and the error is not."""
+    from adabench.training.objectives import PolicyObjective
+
+    same = distilled(tmp_path)
+    for seed in range(3):                          # image-to-video and text-to-video batches alike
+        torch.manual_seed(seed)
+        assert PolicyObjective.build(same, tmp_path).loss(seed, torch.device("cpu"))[1]["x0_mse"] < 1e-10
+    torch.manual_seed(0)
+    other = PolicyObjective.build(dataclasses.replace(same, teacher_steps=16), tmp_path)
+    assert other.loss(0, torch.device("cpu"))[1]["x0_mse"] > 1e-6
+
+
+def test_distilled_fine_tune_trains_end_to_end(tmp_path):
+    recipe = distilled(tmp_path, name="distilled", steps=3, teacher_steps=8, sampler_stagger=1, self_rollout=0.5,
+                       flow_weight=0.5, policy="adastate:state=1,window=3,pos=relative,gap=14")
+    model, _, meta = load_model(loop.train(recipe, tmp_path, progress=False))
+    assert meta["recipe"] == "distilled" and int(meta["steps"]) == 3
+    with pytest.raises(UserError, match="teacher needs kind"):
+        path = tmp_path / "bad.toml"
+        path.write_text('[recipe]\nname = "bad"\nkind = "base"\nteacher = "base"\n')
+        load_recipe(str(path))
+    with pytest.raises(UserError, match="has state frames"):
+        from adabench.training.objectives import PolicyObjective
+        PolicyObjective.build(dataclasses.replace(recipe, teacher_policy="adastate"), tmp_path)
+
+
+def test_prompt_dropout_shows_clips_the_null_prompt(tmp_path):
+    from adabench.backbone import null_prompt
+    from adabench.training.objectives import BaseObjective
+
+    loop.train(tiny("codec", steps=1), tmp_path, progress=False)
+    shares = {}
+    for p in (0.0, 0.5, 1.0):
+        objective = BaseObjective.build(dataclasses.replace(tiny("base"), batch=64, prompt_dropout=p), tmp_path)
+        torch.manual_seed(0)
+        batch, _, _ = objective.clip(0, torch.device("cpu"))
+        null = null_prompt(batch.tokens, objective.model.config.vocab_size)
+        dropped = (batch.tokens == null).all(1)
+        assert ((batch.tokens == null).any(1) == dropped).all()          # a clip keeps its prompt or loses all of it
+        shares[p] = dropped.float().mean().item()
+    assert shares[0.0] == 0.0 and shares[1.0] == 1.0 and 0.3 < shares[0.5] < 0.7
+
+
+def test_first_chunk_weight_weighs_the_text_to_video_first_chunk(tmp_path):
+    """The weighted loss against its hand formula (W l0 + sum of the other chunks) / (W + n - 1), from the
+    same forward passes; image-to-video clips are left unweighted."""
+    from adabench.training.objectives import BaseObjective
+
+    loop.train(tiny("codec", steps=1), tmp_path, progress=False)
+    base = dataclasses.replace(tiny("base"), clip_chunks=3, i2v_fraction=0.0)
+    runs = {}
+    for w in (1.0, 5.0):
+        objective = BaseObjective.build(dataclasses.replace(base, first_chunk_weight=w), tmp_path)
+        torch.manual_seed(0)
+        runs[w] = objective.loss(0, torch.device("cpu"))
+    (plain, terms1), (weighted, terms5) = runs[1.0], runs[5.0]
+    assert terms1["flow_mse"] == pytest.approx(terms5["flow_mse"], rel=1e-6)   # same forward passes
+    l0, n = terms5["first_chunk_mse"], 3
+    assert weighted.item() == pytest.approx((5 * l0 + (n * plain.item() - l0)) / (5 + n - 1), rel=1e-5)
+    objective = BaseObjective.build(dataclasses.replace(base, i2v_fraction=1.0, first_chunk_weight=5.0), tmp_path)
+    assert "first_chunk_mse" not in objective.loss(0, torch.device("cpu"))[1]

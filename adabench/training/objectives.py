@@ -16,7 +16,12 @@
   the sampler's output to the ground truth plus a flow-matching term at a random noise
   level whose state input is the state the rollout produced; per-frame weights grow with
   the frame index (horizon weighting, strength ``horizon_alpha``). Context is the ground
-  truth or, for a ``self_rollout`` share of batches, the model's own output.
+  truth or, for a ``self_rollout`` share of batches, the model's own output. With a
+  ``teacher`` (distillation), the regression target is no longer the ground truth but the
+  teacher's many-step sample from the same noise, on the same context (the teacher keeps its
+  own cache of the committed frames): x0 regression to the ground truth teaches a few-step
+  sampler the conditional mean (blur, and a flat first frame from the prompt alone), while a
+  deterministic noise-to-sample map can be learned without averaging.
 """
 
 from __future__ import annotations
@@ -29,7 +34,7 @@ from torch import nn
 
 from pathlib import Path
 
-from adabench.backbone import CausalDiT
+from adabench.backbone import CausalDiT, null_prompt
 from adabench.checkpoints import load_model, save_model
 from adabench.codec import build_codec
 from adabench.config import ModelConfig
@@ -85,6 +90,10 @@ def dit_config(recipe: Recipe, base: dict) -> ModelConfig:
     """The DiT's config: ``base`` with the recipe's overrides, refused unless the model can be built and
     read the recipe's clips (PanWorld's prompt vocabulary, the recipe's frame size)."""
     config = model_config(recipe, ModelConfig, base, lambda c: [CausalDiT(c), build_codec(c)])
+    if recipe.prompt_dropout > 0 and config.vocab_size <= VOCAB_SIZE:
+        raise UserError(f"recipe {recipe.name}: prompt_dropout needs a model vocab_size above {VOCAB_SIZE} (the null "
+                        f"prompt is the last id, which PanWorld's grammar must not use); accepted: vocab_size > "
+                        f"{VOCAB_SIZE}")
     if config.vocab_size < VOCAB_SIZE:
         raise UserError(f"recipe {recipe.name}: model vocab_size {config.vocab_size} is too small; accepted: at least "
                         f"{VOCAB_SIZE} (PanWorld's prompt vocabulary)")
@@ -216,6 +225,10 @@ class _RolloutObjective(_ModelObjective):
             b, t = batch.frames.shape[:2]
             latents = self.codec.encode(batch.frames.flatten(0, 1)).unflatten(0, (b, t))
         i2v = torch.rand(()) < r.i2v_fraction
+        if r.prompt_dropout > 0:        # classifier-free guidance: some clips, commits included, get the null prompt
+            drop = torch.rand(b, device=device) < r.prompt_dropout
+            batch.tokens = torch.where(drop[:, None], null_prompt(batch.tokens, self.model.config.vocab_size),
+                                       batch.tokens)
         return batch, latents, bool(i2v)
 
     def lags(self, state_frames: int) -> torch.Tensor:
@@ -255,11 +268,31 @@ class BaseObjective(_RolloutObjective):
             losses.append(F.mse_loss(v, noise - x0))
             if c + 1 < r.clip_chunks:
                 rollout.commit(layout, self.noisy_context(x0), batch.tokens, ctx)
-        loss = torch.stack(losses).mean()
-        return loss, {"flow_mse": loss.item()}
+        per_chunk = torch.stack(losses)                                          # [chunks]
+        mean = per_chunk.mean()
+        if i2v or r.first_chunk_weight == 1.0:
+            return mean, {"flow_mse": mean.item()}
+        # text-to-video: the first chunk, from the prompt alone, weighs first_chunk_weight chunks
+        w = torch.ones_like(per_chunk)
+        w[0] = r.first_chunk_weight
+        loss = (w * per_chunk).sum() / w.sum()
+        return loss, {"flow_mse": mean.item(), "first_chunk_mse": per_chunk[0].item()}
 
 
 class PolicyObjective(_RolloutObjective):
+    def __init__(self, recipe: Recipe, model: CausalDiT, codec: nn.Module, teacher: CausalDiT | None = None) -> None:
+        super().__init__(recipe, model, codec)
+        self.teacher = teacher
+        self.teacher_policy = POLICIES.build(recipe.teacher_policy) if teacher is not None else None
+        if self.teacher_policy is not None and self.teacher_policy.state:
+            raise UserError(f"recipe {recipe.name}: teacher_policy {recipe.teacher_policy!r} has state frames; "
+                            f"accepted: a policy without state (the teacher samples content frames only)")
+
+    @classmethod
+    def build(cls, recipe: Recipe, init_dir: Path) -> "PolicyObjective":
+        model, codec = initial_modules(recipe, init_dir)
+        return cls(recipe, model, codec, load_teacher(recipe, codec, init_dir) if recipe.teacher else None)
+
     def loss(self, step: int, device: torch.device) -> tuple[torch.Tensor, dict[str, float]]:
         r = self.recipe
         batch, lat, i2v = self.clip(step, device)
@@ -269,15 +302,18 @@ class PolicyObjective(_RolloutObjective):
         sampler = FlowSampler(r.sampler_steps, r.sampler_shift, r.sampler_stagger)
         weights = horizon_weights(r.clip_chunks * fr, r.horizon_alpha).to(device)   # [N] per generated frame
         rollout = Rollout(self.model, self.policy, b, device)
+        teacher = TeacherRollout(self, b, device, batch.tokens) if self.teacher is not None else None
         first = 0
         if i2v:
             layout = rollout.layout(1, with_state=False)
             rollout.commit(layout, lat[:, :1], batch.tokens)
+            if teacher is not None:
+                teacher.commit(lat[:, :1])
             first = 1
         x0_terms, flow_terms = [], []
         for c in range(r.clip_chunks):
             start = first + c * fr
-            target = lat[:, start:start + fr]                                   # [B, F, C, h, w]
+            truth = lat[:, start:start + fr]                                    # [B, F, C, h, w]
             layout = rollout.layout(fr)
             ctx = rollout.context(layout)
 
@@ -285,7 +321,9 @@ class PolicyObjective(_RolloutObjective):
                 tt = torch.as_tensor(t, dtype=torch.float32, device=device).reshape(1, -1).expand(b, -1)
                 return self.model(x, tt, batch.tokens, None, context=ctx, state_frames=n_state, rope=ctx.rope)
 
-            noise = torch.randn(b, n_state + fr, *target.shape[2:], device=device)
+            noise = torch.randn(b, n_state + fr, *truth.shape[2:], device=device)
+            # the target: the ground truth, or the teacher's sample from the same content noise and context
+            target = truth if teacher is None else teacher.sample(noise[:, n_state:])
             x = sampler.sample(velocity, noise, n_state)                          # the inference sampler, with grad
             w = weights[c * fr:(c + 1) * fr].view(1, fr, 1, 1, 1)
             x0_terms.append(((x[:, n_state:] - target) ** 2 * w).mean())
@@ -297,14 +335,84 @@ class PolicyObjective(_RolloutObjective):
                 v = self.model(xt, t, batch.tokens, None, context=ctx, state_frames=n_state, rope=ctx.rope)
                 flow_terms.append((((v - (noise - clean))[:, n_state:]) ** 2 * w).mean())
             if c + 1 < r.clip_chunks:
-                content = x[:, n_state:] if self_context else target
+                content = x[:, n_state:] if self_context else truth
                 rollout.commit(layout, torch.cat([x[:, :n_state], content], dim=1), batch.tokens, ctx)
+                if teacher is not None:
+                    teacher.commit(content)
                 if r.bptt_chunks and (c + 1) % r.bptt_chunks == 0:
                     rollout.cache.detach()          # truncated back-propagation through the recurrence
         x0_loss = torch.stack(x0_terms).mean()
         flow_loss = torch.stack(flow_terms).mean() if flow_terms else torch.zeros((), device=device)
         loss = r.x0_weight * x0_loss + r.flow_weight * flow_loss
         return loss, {"x0_mse": x0_loss.item(), "flow_mse": flow_loss.item(), "self_context": float(self_context)}
+
+
+def load_teacher(recipe: Recipe, codec: nn.Module, weights_dir: Path) -> CausalDiT:
+    """The frozen teacher DiT of a distilled fine-tune; refused unless it reads the student's latents
+    (its encoder and latent normalisation bit-identical to the student's codec)."""
+    path = weights_dir / f"{recipe.teacher}.safetensors"
+    teacher, teacher_codec, _ = load_model(path, rebuild_hint=f"adabench train {recipe.teacher} --out {weights_dir}")
+    mine, theirs = codec.state_dict(), teacher_codec.state_dict()
+    differ = sorted(k for k in mine
+                    if not k.startswith("decoder.") and (k not in theirs or not torch.equal(mine[k], theirs[k])))
+    if differ:
+        raise UserError(f"recipe {recipe.name}: teacher {path} encodes other latents than the student's codec "
+                        f"({', '.join(differ[:3])}); accepted: a teacher trained on the same codec")
+    for p in teacher.parameters():
+        p.requires_grad_(False)
+    return teacher.eval()
+
+
+class TeacherRollout:
+    """The teacher's own cache beside the student's: it commits the same content frames and samples
+    each chunk from the noise the student's content frames start from (distillation of the teacher's
+    many-step sampler into the student's few-step one, on the student's own context). Under
+    classifier-free guidance (``teacher_guidance`` w != 1) a twin cache of the null prompt runs beside
+    it and each step is ``v_null + w * (v_prompt - v_null)``: the student learns the guided samples in
+    one pass per step."""
+
+    def __init__(self, objective: PolicyObjective, batch: int, device: torch.device, tokens: torch.Tensor) -> None:
+        r = objective.recipe
+        self.model = objective.teacher.to(device)
+        self.w = r.teacher_guidance
+        prompts = [tokens] + ([null_prompt(tokens, self.model.config.vocab_size)] if self.w != 1.0 else [])
+        self.rollouts = [(Rollout(self.model, objective.teacher_policy, batch, device), p) for p in prompts]
+        self.sampler = FlowSampler(r.teacher_steps, r.teacher_shift, 0)
+        self.batch, self.device = batch, device
+        self.pending: list | None = None           # (layout, context) per rollout of the chunk just sampled
+
+    @torch.no_grad()
+    def sample(self, noise: torch.Tensor) -> torch.Tensor:
+        """The teacher's clean chunk [B, F, C, h, w] from ``noise`` [B, F, C, h, w]."""
+        self.pending = []
+        for rollout, _ in self.rollouts:
+            layout = rollout.layout(noise.shape[1], with_state=False)
+            self.pending.append((layout, rollout.context(layout)))
+
+        def one(x: torch.Tensor, tt: torch.Tensor, i: int) -> torch.Tensor:
+            ctx = self.pending[i][1]
+            return self.model(x, tt, self.rollouts[i][1], None, context=ctx, rope=ctx.rope)
+
+        def velocity(x: torch.Tensor, t: float | torch.Tensor) -> torch.Tensor:
+            tt = torch.as_tensor(t, dtype=torch.float32, device=self.device).reshape(1, -1).expand(self.batch, -1)
+            v = one(x, tt, 0)
+            if len(self.rollouts) > 1:
+                vn = one(x, tt, 1)
+                v = vn + self.w * (v - vn)
+            return v
+
+        return self.sampler.sample(velocity, noise)
+
+    @torch.no_grad()
+    def commit(self, frames: torch.Tensor) -> None:
+        """Commit clean content frames [B, n, C, h, w] (the first frame, or the chunk just sampled)."""
+        for i, (rollout, prompt) in enumerate(self.rollouts):
+            if self.pending is None:       # the first frame of image-to-video: no chunk sampled before it
+                rollout.commit(rollout.layout(frames.shape[1], with_state=False), frames.detach(), prompt)
+            else:
+                layout, ctx = self.pending[i]
+                rollout.commit(layout, frames.detach(), prompt, ctx)
+        self.pending = None
 
 
 OBJECTIVES = {"codec": CodecObjective, "base": BaseObjective, "policy": PolicyObjective}

@@ -55,11 +55,27 @@ class Recipe:
     decoder_equivariance: float = 0.0   # codec: weight of decoding a moved latent against the moved frame
     freeze_encoder: bool = False   # codec: train the decoder only (the init's latents, and every DiT on them, stay valid)
     edge_weight: float = 0.0       # codec: weight of the L1 error of the decoded frame's pixel differences (edges)
+    teacher: str = ""              # policy fine-tunes: recipe whose checkpoint is the teacher ("": regress to ground truth)
+    teacher_policy: str = "sliding-window:window=21"   # the teacher's cache: the whole clip, as the base was trained
+    teacher_steps: int = 32        # the teacher's Euler steps per chunk (unstaggered)
+    teacher_shift: float = 3.0     # the teacher's schedule shift
+    teacher_guidance: float = 1.0  # the teacher's classifier-free guidance scale (1: none; needs a prompt_dropout teacher)
+    prompt_dropout: float = 0.0    # share of training clips shown the null prompt (classifier-free guidance)
+    first_chunk_weight: float = 1.0   # base: weight of the first chunk's loss in text-to-video clips (from the prompt alone)
     model: dict = field(default_factory=dict)   # ModelConfig overrides for a fresh model (tests use tiny ones)
     notes: str = ""
 
     def digest(self) -> str:
-        return hashlib.sha256(repr(sorted(asdict(self).items())).encode()).hexdigest()[:16]
+        """Content hash of the recipe; keys added after version 2 count only when set (older runs keep theirs)."""
+        items = {k: v for k, v in asdict(self).items() if k not in LATER_KEYS or v != LATER_KEYS[k]}
+        return hashlib.sha256(repr(sorted(items.items())).encode()).hexdigest()[:16]
+
+
+# Keys added after the shipped recipes were trained, with their defaults: left out of the digest at
+# the default, so every finished run of an older recipe is still recognised as finished.
+LATER_KEYS: dict[str, Any] = {"teacher": "", "teacher_policy": "sliding-window:window=21", "teacher_steps": 32,
+                              "teacher_shift": 3.0, "teacher_guidance": 1.0, "prompt_dropout": 0.0,
+                              "first_chunk_weight": 1.0}
 
 
 NAME_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]{0,99}")     # no dots: no name is another's file plus a suffix
@@ -74,8 +90,10 @@ LIMITS: dict[str, tuple[float | None, float | None]] = {
     "sampler_shift": (0.0, None), "sampler_stagger": (0, 1000), "bptt_chunks": (0, None), "self_rollout": (0.0, 1.0),
     "horizon_alpha": (0.0, None), "flow_weight": (0.0, None), "x0_weight": (0.0, None),
     "latent_equivariance": (0.0, None), "decoder_equivariance": (0.0, None), "edge_weight": (0.0, None),
+    "teacher_steps": (1, 100), "teacher_shift": (0.0, None), "teacher_guidance": (0.0, 20.0),
+    "prompt_dropout": (0.0, 1.0), "first_chunk_weight": (0.0, 1000.0),
 }
-POSITIVE = {"lr", "grad_clip", "sampler_shift"}           # floats that must be > 0, not only >= 0
+POSITIVE = {"lr", "grad_clip", "sampler_shift", "teacher_shift"}           # floats that must be > 0, not only >= 0
 TYPES = {"str": (str,), "int": (int,), "float": (int, float), "bool": (bool,), "dict": (dict,)}
 TYPE_WORDS = {"str": "a string", "int": "an integer", "float": "a number", "bool": "true or false", "dict": "a table"}
 MAX_CLIP_BYTES = 2 * 2**30      # one training batch of float32 clips; the shipped recipes use under 5 MB
@@ -154,6 +172,11 @@ def check_recipe(recipe: Recipe, source: str | None = None) -> None:
     check_file_name(f"{where}: name", recipe.name)
     if recipe.init:
         check_file_name(f"{where}: init", recipe.init)
+    if recipe.teacher:
+        check_file_name(f"{where}: teacher", recipe.teacher)
+        if recipe.kind != "policy":
+            raise UserError(f"{where}: teacher needs kind = \"policy\" (a fine-tune distilled from the teacher's "
+                            f"samples); accepted: teacher in policy recipes only")
     if recipe.kind not in KINDS:
         raise UserError(f"{where}: kind {recipe.kind!r} is invalid; accepted: {', '.join(KINDS)}")
     for key, (low, high) in LIMITS.items():
