@@ -22,7 +22,7 @@ from adabench.adastate import DEFAULT_GAP, AdaptiveState
 from adabench.backbone import CausalDiT
 from adabench.baselines.ff_anchor import FirstFrameAnchor
 from adabench.baselines.sliding_window import SlidingWindow
-from adabench.cache import CachePolicy
+from adabench.cache import CachePolicy, build_policy
 from adabench.checkpoints import load_model
 from adabench.codec import build_codec
 from adabench.config import ModelConfig
@@ -171,22 +171,7 @@ def dit(policy: str = "sliding-window", steps: int = 4, shift: float = DEFAULT_S
     shipped ``base`` checkpoint: the backbone before any policy fine-tune, the fair start for a
     policy that has none (``checkpoint=PATH`` for one trained with a recipe whose ``policy`` is it).
     """
-    import difflib
-
-    from adabench.registry import POLICIES, accepted_kwargs, parse_spec
-
-    name = parse_spec(str(policy))[0]
-    accepted = accepted_kwargs(POLICIES.entry(name).load())          # None: the policy takes **kwargs
-    for key in policy_args if accepted is not None else ():
-        if key not in accepted:
-            close = difflib.get_close_matches(key, [*accepted, *DIT_KEYS], n=1)
-            hint = f" (did you mean {close[0]!r}?)" if close else ""
-            raise UserError(f"dit has no parameter {key!r}{hint}; accepted: {', '.join(DIT_KEYS)} and the "
-                            f"parameters of cache policy {name!r}: {', '.join(sorted(accepted)) or 'none'}")
-    cache_policy = POLICIES.build(str(policy), **policy_args)
-    if not isinstance(cache_policy, CachePolicy):
-        raise UserError(f"dit: cache policy {name!r} builds a {type(cache_policy).__name__}; accepted: a policy "
-                        "whose factory returns an adabench.cache.CachePolicy")
+    cache_policy = build_policy("dit", policy, policy_args, DIT_KEYS)
     generator = build_generator("base", cache_policy, steps, shift, checkpoint, device, dtype, chunk, stagger, guidance)
     generator.name = f"dit[{cache_policy.spec()}]"
     return generator

@@ -311,7 +311,10 @@ def test_an_interruption_keeps_the_old_files_and_leaves_no_temporaries(good_pair
     out, before = good_pair
     proc = start_long_run(out)
     proc.send_signal(sig)
-    _, err = proc.communicate(timeout=300)          # a loaded machine: the unwinding itself takes a moment
+    try:
+        _, err = proc.communicate(timeout=300)      # a loaded machine: the unwinding itself takes a moment
+    finally:
+        proc.kill()                                 # no-op once it ended; never an orphan writing 100000 frames
     assert proc.returncode == code and "Traceback" not in err and says in err, err
     assert {p.name: p.read_bytes() for p in out.parent.iterdir()} == before
 

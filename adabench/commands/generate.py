@@ -6,45 +6,34 @@ import argparse
 import json
 import sys
 from pathlib import Path
+from typing import Callable
 
 import torch
 
 from adabench.errors import UserError
+from adabench.generator import FRAMES_ACCEPTED, MAX_FRAMES
 
 MAX_SEED = 2 ** 63 - 1          # as `compare --seeds`: one seed names one job in both commands
 INIT_FORMATS = "png, jpg, bmp, webp, tiff; of a gif its first frame"
 
 
-def positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"invalid value {text!r}: accepted: an integer >= 1") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"invalid value {text!r}: accepted: an integer >= 1")
-    return value
+def int_in(low: int, high: int | None, accepted: str) -> Callable[[str], int]:
+    """An argparse type: an integer from ``low`` to ``high`` (no upper bound: None), else one line naming
+    what is ``accepted``."""
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            value = None
+        if value is None or value < low or (high is not None and value > high):
+            raise argparse.ArgumentTypeError(f"invalid value {text[:40]!r}: accepted: {accepted}")
+        return value
+    return parse
 
 
-def frame_count(text: str) -> int:
-    from adabench.generator import FRAMES_ACCEPTED, MAX_FRAMES
-
-    try:
-        value = int(text)
-    except ValueError:
-        value = 0
-    if not 1 <= value <= MAX_FRAMES:
-        raise argparse.ArgumentTypeError(f"invalid value {text[:40]!r}: accepted: {FRAMES_ACCEPTED}")
-    return value
-
-
-def seed_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        value = -1
-    if not 0 <= value <= MAX_SEED:
-        raise argparse.ArgumentTypeError(f"invalid value {text[:40]!r}: accepted: an integer from 0 to 2^63-1")
-    return value
+positive_int = int_in(1, None, "an integer >= 1")
+frame_count = int_in(1, MAX_FRAMES, FRAMES_ACCEPTED)
+seed_int = int_in(0, MAX_SEED, "an integer from 0 to 2^63-1")
 
 
 def add_parser(subparsers) -> argparse.ArgumentParser:
