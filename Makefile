@@ -4,7 +4,7 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: install test test-all smoke smoke-reference bench bench-reference perf clean
+.PHONY: install test test-all smoke smoke-reference bench bench-reference model-quality model-sheets perf clean
 
 $(STAMP): pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
@@ -62,6 +62,23 @@ bench-reference:
 	rm -rf reports/reference/bench.part && mkdir -p reports/reference/bench.part
 	cd reports/latest && cp -r $(BENCH_REFERENCE_FILES) ../reference/bench.part/
 	rm -rf reports/reference/bench && mv reports/reference/bench.part reports/reference/bench
+
+## The embedded models' quality table (docs/models.md): the models beside other seeds' ground truth
+## (panworld-gt:seed_offset=1000), the codec round trip of the same and of other seeds, on seeds
+## used for no choice, both init modes, the training horizon; then the table. --resume reuses the
+## folder's finished jobs (add a model to QUALITY_MODELS and only its jobs run).
+QUALITY_MODELS ?= adastate,ff-anchor,sliding-window
+QUALITY_ROWS   := panworld-gt:seed_offset=1000,panworld-codec:seed_offset=1000,panworld-codec
+QUALITY_ARGS   ?= --prompts panworld-default --frames 24 --seeds 4,5,6,7 --init gt,none \
+                  --metrics motion-fidelity,adherence,frechet,appearance
+QUALITY_OUT    ?= runs/eval-quality
+model-quality: $(STAMP)
+	$(PY) -m adabench compare --models $(QUALITY_MODELS),$(QUALITY_ROWS) $(QUALITY_ARGS) --out $(QUALITY_OUT) --resume --quiet
+	$(PY) -m adabench.training.quality $(QUALITY_OUT)
+
+## Contact sheets of the shipped models (ground truth, image- and text-to-video at frames 0-126).
+model-sheets: $(STAMP)
+	$(PY) -m adabench.training.sheets --models $(QUALITY_MODELS) --out reports/reference/models
 
 ## Speed benchmarks (pytest-benchmark): medians and ratios, measured in one run, saved per
 ## machine under .benchmarks/HOST/, and compared with this machine's previous run when there

@@ -15,6 +15,8 @@ POLICIES.register("adastate", "adabench.adastate:AdaptiveState",
 # --- generators (models) ----------------------------------------------------------
 GENERATORS.register("panworld-gt", "adabench.world.generator:GroundTruthGenerator",
                     "PanWorld's ground-truth video for the prompt (the reference row)")
+GENERATORS.register("panworld-codec", "adabench.world.generator:CodecRoundTripGenerator",
+                    "the ground truth through the shipped codec (encode, decode): what the codec alone costs")
 GENERATORS.register("ff-anchor", "adabench.models:ff_anchor", "embedded DiT with a first-frame anchor")
 GENERATORS.register("sliding-window", "adabench.models:sliding_window", "embedded DiT with a sliding window")
 GENERATORS.register("adastate", "adabench.models:adastate", "embedded DiT with AdaState's adaptive state")
@@ -48,6 +50,8 @@ METRICS.register("throughput", "adabench.metrics.throughput:Throughput",
                  "first-chunk latency, per-chunk latency p50/p95 and trend, steady FPS, real-time factor, memory")
 METRICS.register("adherence", "adabench.metrics.adherence:PromptAdherence",
                  "PanWorld evaluator's recognition of the prompt's motion, scene, colour and shape per clip window")
+METRICS.register("appearance", "adabench.metrics.appearance:Appearance",
+                 "colours, sharpness and PSNR against PanWorld's ground truth (off-palette share, colour distance)")
 METRICS.register("frechet", "adabench.metrics.adherence:EvaluatorFrechet",
                  "PanWorld evaluator features per window, for a Frechet distance to ground truth across videos")
 

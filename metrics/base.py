@@ -29,6 +29,7 @@ NEEDS = {
     "prompt": "the prompt text, as keyword prompt",
     "ground_truth": "PanWorld ground truth for the prompt (keyword true_velocity; PanWorld prompts only)",
     "device": "the run's device, as keyword device",
+    "seed": "the rollout's seed, as keyword seed (with ground_truth: the same seed's ground truth)",
 }
 
 

@@ -37,7 +37,7 @@ SAMPLES_FILE = "samples.parquet"
 STORE_DIR = "store"
 FEATURE_PREFIX = "frechet_feature_"
 HEADLINE = ("motion_ratio", "dynamics_retention", "anchor_attention_mass", "lockin_end", "adherence_all",
-            "frechet_mean", "fps")
+            "frechet_mean", "appearance_off_palette", "fps")
 
 
 def metric_key(scalar: str, frames: int | str, init: str) -> str:

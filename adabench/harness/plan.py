@@ -27,7 +27,7 @@ from adabench.registry import GENERATORS, METRICS, SUITES, Registry, parse_spec,
 
 INIT_MODES = ("gt", "none")          # image-to-video from PanWorld's true first frame / text-to-video
 REFERENCE_MODEL = "panworld-gt"
-DEFAULT_METRICS = ("flow,motion-fidelity,dynamic-degree,retention,drift,lockin,adherence,frechet,"
+DEFAULT_METRICS = ("flow,motion-fidelity,dynamic-degree,retention,drift,lockin,adherence,frechet,appearance,"
                    "attention,throughput")
 MAX_SEED = 2 ** 63 - 1
 
@@ -81,7 +81,7 @@ class Plan:
     device: str
     panworld: bool                  # every prompt is a PanWorld prompt (ground truth exists)
     baseline: str                   # the first model named: every other model is compared with it
-    reference: str | None           # the ground-truth row that joined by itself (not compared), if any
+    reference: str | None           # the ground-truth row (plain panworld-gt: joined by itself or named), if any
     jobs: list[JobSpec] = field(default_factory=list)
 
     @property
@@ -317,8 +317,10 @@ def build_plan(models: str, prompts: str, frames: str, seeds: str, inits: str, m
     if not names:
         raise UserError("--models is empty; accepted: a comma list of names from 'adabench list'")
     baseline, reference = names[0], None
-    if panworld and REFERENCE_MODEL not in [parse_spec(n)[0] for n in names]:
-        names, reference = [REFERENCE_MODEL, *names], REFERENCE_MODEL   # the reference row joins PanWorld runs
+    if panworld:        # the reference row (plain panworld-gt) joins PanWorld runs, or is the one named
+        reference = REFERENCE_MODEL
+        if not any(parse_spec(n) == (REFERENCE_MODEL, {}) for n in names):
+            names = [REFERENCE_MODEL, *names]
     entries = build_models(names, build_device or device)
     for entry in entries:
         if "gt" in init_list and "init_frames" not in entry.capabilities:

@@ -67,7 +67,8 @@ def job_context(job: JobSpec, entry: ModelEntry, flow_backend: Any) -> tuple[dic
         spec = None
     if spec is not None:
         context["true_velocity"] = spec.velocity_at(gen.frame_size)
-        available.add("ground_truth")
+        context["seed"] = job.seed
+        available.update({"ground_truth", "seed"})
     return context, frozenset(available)
 
 
