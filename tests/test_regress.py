@@ -184,3 +184,19 @@ def test_bad_input_exits_2(tmp_path, capsys, case, expected):
     assert main(["regress", "--baseline", str(base), "--current", str(current), *extra]) == 2
     lines = [l for l in capsys.readouterr().err.splitlines() if l.strip()]
     assert len(lines) == 1 and expected in lines[0], lines
+
+
+def test_reference_row_speed_is_not_checked_but_its_quality_is(tmp_path, capsys):
+    base = copy.deepcopy(BASE)
+    base["models"]["panworld-gt"] = copy.deepcopy(base["models"]["adastate"]) | {"role": "reference"}
+    slower = copy.deepcopy(base)
+    gt = slower["models"]["panworld-gt"]["metrics"]
+    gt["fps@21/gt"] = entry(6.0, 5.8, 6.2, unit="frames/s", source="throughput", backend=None)    # 10x slower
+    base_folder, cur_folder = write(tmp_path, "b", base), write(tmp_path, "c", slower)
+    assert main(["regress", "--baseline", str(base_folder), "--current", str(cur_folder)]) == 0
+    assert "9 pass, 0 better, 0 worse, 3 incomparable" in capsys.readouterr().out     # the reference's 3 timings
+    assert main(["regress", "--baseline", str(base_folder), "--current", str(cur_folder), "--all"]) == 0
+    assert "reference row's timings" in capsys.readouterr().out
+    gt["adherence_all@21/gt"] = entry(0.40, 0.35, 0.45)                                           # quality: checked
+    cur_folder = write(tmp_path, "c2", slower)
+    assert main(["regress", "--baseline", str(base_folder), "--current", str(cur_folder)]) == 1
