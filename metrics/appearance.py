@@ -120,7 +120,7 @@ class Appearance(StreamingMetric):
             raise UserError(f"appearance needs square PanWorld frames, got {frames.shape[-1]}x{frames.shape[-2]}")
         truth = render_clip(self.spec, self.seed, frames.shape[0], start=chunk.start_frame, size=size)
         values = psnr(frames, truth)                                           # [F]
-        self.psnr_frames = list(self.psnr_frames) + [(chunk.start_frame + i, float(v)) for i, v in enumerate(values)]
+        self.psnr_frames.extend((chunk.start_frame + i, float(v)) for i, v in enumerate(values))
         keep = frames[max(0, self.skip - chunk.start_frame):]                  # frames >= skip
         if keep.shape[0] == 0:
             return
