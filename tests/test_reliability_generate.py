@@ -243,9 +243,12 @@ def wait_gone(pids: list[int], timeout: float = 20.0) -> None:
 
 def start_long_run(out: Path) -> subprocess.Popen:
     """A long `generate --raw` over ``out``, returned once frames are being written."""
+    # SIGINT as a terminal gives it: a test run started in the background (`make test &`) ignores
+    # SIGINT, its children inherit that, and Python then installs no KeyboardInterrupt handler
     proc = subprocess.Popen([sys.executable, "-m", "adabench", "generate", "--model", "sliding-window", "--prompt",
                              PROMPT, "--frames", "100000", "--raw", "--out", str(out)],
-                            env=ENV, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+                            env=ENV, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline and proc.poll() is None:
         frames = list(out.parent.glob(f".{out.stem}.npz.part-*frames-*"))
