@@ -20,6 +20,7 @@ import torch
 from adabench.errors import UserError
 from adabench.harness.report_media import contact_sheet, write_png
 from adabench.registry import GENERATORS, split_specs
+from adabench.video_io import to_uint8
 from adabench.world.panworld import render_clip
 from adabench.world.prompts import parse_prompt
 
@@ -33,11 +34,6 @@ def rollout(spec: str, prompt: str, seed: int, frames: int, init: torch.Tensor |
     generator = GENERATORS.build(spec)
     chunks = [c.frames for c in generator.stream(prompt, seed, frames, init=init)]
     return to_uint8(torch.cat(chunks))
-
-
-def to_uint8(frames: torch.Tensor) -> np.ndarray:
-    """[T, 3, H, W] floats in [0, 1] -> [T, H, W, 3] uint8."""
-    return (frames.clamp(0, 1) * 255).round().byte().permute(0, 2, 3, 1).numpy()
 
 
 def sheet(spec: str, prompts: list[str], seed: int, rows: list[int]) -> np.ndarray:
