@@ -200,3 +200,30 @@ def test_reference_row_speed_is_not_checked_but_its_quality_is(tmp_path, capsys)
     gt["adherence_all@21/gt"] = entry(0.40, 0.35, 0.45)                                           # quality: checked
     cur_folder = write(tmp_path, "c2", slower)
     assert main(["regress", "--baseline", str(base_folder), "--current", str(cur_folder)]) == 1
+
+
+def test_timings_are_compared_by_their_median_over_jobs(tmp_path, capsys):
+    from adabench.harness.aggregate import _entry
+
+    def run(first_chunk_ms: list[float], with_median: bool = True) -> dict:
+        results = copy.deepcopy(BASE)
+        metric = _entry(first_chunk_ms, {"unit": "ms", "direction": "lower", "metric": "throughput"},
+                        "first_chunk_latency_ms", "21", "gt")
+        if not with_median:
+            metric.pop("median")                                            # results written before medians
+        results["models"]["adastate"]["metrics"] = {"first_chunk_latency_ms@21/gt": metric}
+        return results
+
+    steady = [35.0, 36.0, 34.0, 35.5, 35.0, 34.5]
+    one_stalled = steady[:-1] + [370.0]                                     # mean 91 ms, median 35.25 ms
+    all_slower = [1.5 * x for x in steady]
+    base = write(tmp_path, "base", run(steady))
+
+    def verdict(name: str, results: dict) -> int:
+        return main(["regress", "--baseline", str(base), "--current", str(write(tmp_path, name, results))])
+
+    assert run(one_stalled)["models"]["adastate"]["metrics"]["first_chunk_latency_ms@21/gt"]["median"] == 35.25
+    assert verdict("stalled", run(one_stalled)) == 0
+    assert verdict("slower", run(all_slower)) == 1
+    assert "+50.0%" in capsys.readouterr().out
+    assert verdict("stalled-mean-only", run(one_stalled, with_median=False)) == 1      # the mean, as before

@@ -10,11 +10,13 @@ model present in both:
   direction by more than the tolerance (relative to the baseline) **and** the two 95 %
   intervals separate; *better* the same way in the good direction; else *pass*. Direction
   "none" is never worse or better;
-- **speed** (the ``throughput`` metric's frames/s, latencies and real-time factor): compared
-  after dividing out each run's calibration workload (``run.calibration_ms``): fps and the
-  real-time factor as ``value x calibration_ms``, latencies as ``value / calibration_ms``;
-  *worse* when that degrades by more than the tolerance (no interval needed: the runs'
-  machines differ). Memory (MB) is compared as it is, by tolerance alone;
+- **speed** (the ``throughput`` metric's frames/s, latencies and real-time factor): the
+  median over a model's jobs (the mean where a side predates medians: one job whose first
+  chunk stalls can double a mean of six and leaves the median alone), compared after dividing out
+  each run's calibration workload (``run.calibration_ms``): fps and the real-time factor as
+  ``value x calibration_ms``, latencies as ``value / calibration_ms``; *worse* when that
+  degrades by more than the tolerance (no interval needed: the runs' machines differ).
+  Memory (MB) is compared by its median as it is, by tolerance alone;
 - **growth** (the latency slope, ms per chunk): a relative change of a number near zero
   means nothing, so the slope is divided by the same run's median chunk latency (the
   fraction of a chunk's time added per chunk, free of the machine's speed) and compared as
@@ -159,6 +161,8 @@ def compare_entry(model: str, key: str, base: dict[str, Any], cur: dict[str, Any
     limit = tolerance if tolerance is not None else DEFAULT_TOLERANCE[what]
     if what == "growth":
         return compare_growth(model, key, scaled(base, scales[0]), scaled(cur, scales[1]), limit, direction)
+    if what in ("speed", "resource") and base.get("median") is not None and cur.get("median") is not None:
+        b, c = base["median"], cur["median"]          # one stalled job must not move the verdict
     if what == "speed":
         if calibration is None:
             return Change(model, key, b, c, None, "incomparable", "a run has no calibration_ms")
