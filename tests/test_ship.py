@@ -51,6 +51,7 @@ def test_ship_with_a_grafted_decoder_end_to_end(tmp_path, monkeypatch):
     assert meta["decoder"] == "codec-decoder"
     manifest = json.loads((tmp_path / "weights" / "manifest.json").read_text())
     assert manifest["base"]["decoder"]["recipe"] == "codec-decoder"
+    assert manifest["base"]["init"] == "codec"                    # the tiny base recipe starts from the codec
     assert (tmp_path / "logs" / "codec-decoder.log.jsonl").is_file()
 
 

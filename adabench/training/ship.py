@@ -91,6 +91,7 @@ def ship(runs: Path, recipe: str, target: str, decoder: DecoderSource | None = N
             "final_losses": json.loads(meta.get("final_losses", "{}")), "format": meta.get("format"),
             "stored_dtype": "float16", "trained_fp32_sha256": run_manifest.get("sha256"),
             "train_seconds": run_manifest.get("train_seconds_this_run"), "torch": run_manifest.get("torch"),
+            "init": run_manifest.get("init"),      # the run it continued (its own manifest entry: the lineage)
             **({"heldout_accuracy": json.loads(meta["heldout_accuracy"])} if "heldout_accuracy" in meta else {})}
 
 
