@@ -46,7 +46,8 @@ DEFAULT_STAGGER = 1
 # 1, 2, 3, 5, 8, 12 on seeds 2 and 3, which the reference report does not use; docs/models.md).
 DEFAULT_SHIFT = 5.0
 # the recipe that produced each shipped checkpoint (for the rebuild hint)
-RECIPE_OF = {"adastate": "adastate-alpha2", "ff-anchor": "ff-anchor", "sliding-window": "sliding-window", "base": "base"}
+RECIPE_OF = {"adastate": "adastate-distillg", "ff-anchor": "ff-anchor-distillg",
+             "sliding-window": "sliding-window-distillg", "base": "base-cfgb"}
 # Frames one chunk may attend to (cached + state + its own) and time positions its layout may span
 # (sink + state + gap + window + chunk): 64, three times the 21-frame clips the embedded DiT was
 # trained on (the shipped layouts span 4-24). A documented cap: RoPE has no table to run out of,
@@ -101,8 +102,8 @@ def checkpoint_path(name: str, checkpoint: object) -> tuple[Path, str]:
     if checkpoint is None:
         recipe = RECIPE_OF.get(name, name)
         return WEIGHTS_DIR / f"{name}.safetensors", (
-            f"adabench train {recipe} --out runs/train` then `python -m adabench.training.ship --runs runs/train "
-            f"--codec runs/train/codec-decoder.safetensors {recipe}={name}")
+            f"adabench train {recipe} --out runs/train` (after the runs it starts from: docs/models.md, "
+            f"\"Reproducing\") then `python -m adabench.training.ship --runs runs/train {recipe}={name}")
     if not isinstance(checkpoint, str):
         raise UserError(f"checkpoint={checkpoint!r} is invalid; accepted: a path to a .safetensors file (a name "
                         f"that reads as a number: write ./{checkpoint}) or 'random'")

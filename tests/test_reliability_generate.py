@@ -111,7 +111,7 @@ def test_checkpoint_damage_names_what_is_wrong(tmp_path, capsys, bad_checkpoints
 
 def test_only_a_missing_shipped_checkpoint_gets_the_rebuild_hint(tmp_path, monkeypatch):
     monkeypatch.setattr("adabench.models.WEIGHTS_DIR", tmp_path)
-    with pytest.raises(UserError, match="adastate.safetensors not found; rebuild it with `adabench train adastate-alpha2 "
+    with pytest.raises(UserError, match="adastate.safetensors not found; rebuild it with `adabench train adastate-distillg "
                                         "--out runs/train`"):
         GENERATORS.build("adastate")
 
