@@ -150,6 +150,12 @@ def test_quality_table_of_ground_truth_rows(tmp_path):
     assert "| none | panworld-codec |" in markdown(list(rows.values()))
     with pytest.raises(UserError, match="no .panworld-codec:seed_offset=7. row"):
         quality_rows(out, 16, codec_row="panworld-codec:seed_offset=7")
+    # a later run into the same folder (other seeds, the store keeps the first run's jobs): its jobs only
+    assert main(["compare", "--models", "panworld-gt:seed_offset=1000,panworld-codec:seed_offset=1000,panworld-codec",
+                 "--prompts", "panworld-smoke", "--frames", "16", "--seeds", "2,", "--init", "gt,none",
+                 "--metrics", "adherence,frechet,appearance", "--out", str(out), "--quiet", "--resume"]) == 0
+    later = {(r["init"], r["model"]): r for r in quality_rows(out, 16)}
+    assert later[("gt", "panworld-codec")]["videos"] * 2 == same_seed["videos"]
 
 
 def test_contact_sheet_holds_the_truth_in_its_first_column():

@@ -33,6 +33,7 @@ from pathlib import Path
 from typing import Any
 
 from adabench.errors import UserError
+from adabench.harness.aggregate import read_plan
 from adabench.harness.plan import REFERENCE_MODEL
 from adabench.harness.store import Row, Store
 
@@ -66,7 +67,8 @@ def quality_rows(folder: Path, horizon: int, codec_row: str = CODEC_ROW) -> list
         results = json.loads((folder / "results.json").read_text())
     except (OSError, ValueError) as exc:
         raise UserError(f"{folder}: no readable results.json ({exc}); accepted: an `adabench compare` folder")
-    rows = [r for r in Store(folder / "store").rows().values() if r.status == "ok"]
+    planned = {job["hash"] for job in read_plan(folder)["jobs"]}      # the store may hold older runs' jobs too
+    rows = [r for r in Store(folder / "store").rows().values() if r.status == "ok" and r.hash in planned]
     h = str(horizon)
     by: dict[tuple[str, str], list[Row]] = defaultdict(list)
     for r in rows:
