@@ -12,7 +12,9 @@ the first ``warmup_chunks`` timed chunks of each video are warm-up.
 - ``first_chunk_latency_ms``: time of the first timed chunk (mean over videos);
 - ``chunk_latency_p50_ms`` / ``_p95_ms``: percentiles (linear interpolation) after warm-up;
 - ``chunk_latency_slope_ms_per_chunk``: least-squares slope of chunk time against chunk number,
-  after warm-up (0 = no slow-down as the rollout grows);
+  after warm-up (0 = no slow-down as the rollout grows); none (NaN) with fewer than
+  ``MIN_SLOPE_CHUNKS`` chunk numbers after warm-up: a line through two or three chunk times
+  is timer noise, not growth (a 9-frame rollout, 3 chunks, has 2);
 - ``fps``: steady frames per second, frames / time of the chunks after warm-up;
   ``realtime_factor`` = fps / playback fps (> 1 = faster than real time);
 - ``kv_cache_mb``: MB (10^6 bytes) of K/V held after a chunk, the largest; ``kv_cache_mb_last``
@@ -34,6 +36,7 @@ from adabench.errors import UserError
 from adabench.metrics.base import MetricInfo, MetricResult, StreamingMetric
 
 TIMED = "generator chunk time: denoise+decode+commit (end to end in the generator)"
+MIN_SLOPE_CHUNKS = 4            # distinct chunk numbers after warm-up needed for a latency slope
 
 
 def percentile(values: list[float], q: float) -> float:
@@ -109,6 +112,8 @@ class Throughput(StreamingMetric):
         first = [t for n, _, t in self.records if n == 0]
         steady = [(n, f, t) for n, f, t in self.records if n >= self.warmup_chunks]
         times = [t for _, _, t in steady]
+        numbers = [float(n) for n, _, _ in steady]
+        growth = slope(numbers, times) if len(set(numbers)) >= MIN_SLOPE_CHUNKS else math.nan
         total_time = sum(times)
         fps = sum(f for _, f, _ in steady) / total_time if total_time > 0 else math.nan
         playback = self.fps if self.fps is not None else (self.playback_fps or math.nan)
@@ -118,7 +123,7 @@ class Throughput(StreamingMetric):
             "first_chunk_latency_ms": sum(first) / len(first) * ms if first else math.nan,
             "chunk_latency_p50_ms": percentile(times, 50) * ms,
             "chunk_latency_p95_ms": percentile(times, 95) * ms,
-            "chunk_latency_slope_ms_per_chunk": slope([float(n) for n, _, _ in steady], times) * ms,
+            "chunk_latency_slope_ms_per_chunk": growth * ms,
             "fps": fps,
             "realtime_factor": fps / playback,
             "kv_cache_mb": max(self.cache) * mb if self.cache else math.nan,
@@ -131,7 +136,8 @@ class Throughput(StreamingMetric):
             "chunk_latency_p50_ms": ("ms", "lower", None, f"median chunk time {warm}"),
             "chunk_latency_p95_ms": ("ms", "lower", None, f"95th percentile chunk time {warm}"),
             "chunk_latency_slope_ms_per_chunk": ("ms/chunk", "lower", None,
-                                                 f"least-squares slope of chunk time against chunk number {warm}"),
+                                                 f"least-squares slope of chunk time against chunk number {warm} "
+                                                 f"(none under {MIN_SLOPE_CHUNKS} chunks)"),
             "fps": ("frames/s", "higher", None, f"frames / time {warm}"),
             "realtime_factor": ("ratio", "higher", None, f"fps / playback fps ({playback:g}); {TIMED}"),
             "kv_cache_mb": ("MB", "lower", None, "largest K/V held in the cache after a chunk (10^6 bytes)"),

@@ -46,6 +46,14 @@ def test_linearly_growing_chunks_give_their_slope_and_percentiles():
     assert s["chunk_latency_p95_ms"] == pytest.approx(1e3 * (0.12 + 0.95 * 9 * 0.02), abs=1e-9)
 
 
+def test_a_slope_needs_four_chunks_after_warm_up():
+    growing = [1.0] + [0.1 + 0.02 * i for i in range(1, 5)]                    # 4 chunks after warm-up
+    assert run(Throughput(), chunks(growing))["chunk_latency_slope_ms_per_chunk"] == pytest.approx(20.0, abs=1e-9)
+    short = run(Throughput(), chunks(growing[:4]))                               # 3 after warm-up: no slope
+    assert math.isnan(short["chunk_latency_slope_ms_per_chunk"])
+    assert short["fps"] == pytest.approx(9 / sum(growing[1:4]), rel=1e-12)       # the rest is still measured
+
+
 def test_percentile_matches_numpy_linear_interpolation():
     values = [3.0, 1.0, 4.0, 1.5, 9.0]
     for q in (0, 10, 50, 95, 100):
