@@ -12,6 +12,7 @@ from scipy import stats
 from adabench.harness.stats import (
     bootstrap_mean_ci,
     bootstrap_series_ci,
+    finite_median,
     holm,
     paired_comparison,
     verdict,
@@ -287,3 +288,9 @@ def test_verdict_alpha_is_used():
 def test_verdict_rejects_unknown_direction():
     with pytest.raises(ValueError):
         verdict("up", 0.5, 0.2, 0.8, 0.01)
+
+
+def test_finite_median_skips_failed_scores():
+    assert finite_median([1.0, math.nan, 3.0, 10.0, math.inf]) == 3.0      # the median of 1, 3, 10
+    assert finite_median([4.0, 1.0]) == 2.5
+    assert finite_median([math.nan]) is None and finite_median([]) is None

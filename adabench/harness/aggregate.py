@@ -89,9 +89,8 @@ def _info(rows: list[Row]) -> dict[str, dict[str, Any]]:
 
 def _entry(values: list[float], meta: dict[str, Any], scalar: str, frames: str, init: str) -> dict[str, Any]:
     mean, low, high, n = stats.bootstrap_mean_ci(values)
-    finite = [v for v in values if math.isfinite(v)]
-    median = float(np.median(finite)) if finite else None         # regress compares timings by it
-    return {"metric": scalar, "frames": int(frames), "init": init, "mean": mean, "median": median,
+    return {"metric": scalar, "frames": int(frames), "init": init, "mean": mean,
+            "median": stats.finite_median(values),                 # regress compares timings by it
             "ci_low": low, "ci_high": high, "n": n, "unit": meta.get("unit", ""), "direction": meta.get("direction", "none"),
             "backend": meta.get("backend"), "description": meta.get("description", ""),
             "source": meta.get("metric"), "applicable": True}

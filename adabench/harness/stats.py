@@ -36,6 +36,12 @@ def _bracket(mean: float, low: float, high: float) -> tuple[float, float]:
     return min(float(low), mean), max(float(high), mean)
 
 
+def finite_median(values) -> Optional[float]:
+    """Median of the finite values (None if there are none): what one stalled job cannot move."""
+    x = _finite(values)
+    return float(np.median(x)) if x.size else None
+
+
 def bootstrap_mean_ci(
     values, confidence: float = 0.95, n_resamples: int = 2000, seed: int = 0
 ) -> Interval:
